@@ -1,0 +1,31 @@
+# The README's two set-up commands:
+#   make train   install aevb and run the main job (a VAE on Fashion-MNIST -> runs/...)
+#   make test    install aevb with its dev tools and run the test suite
+# VENV picks the virtual environment (default .venv); ARGS are extra `aevb train` arguments.
+
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+
+.PHONY: install install-dev data train test lint
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+install: $(PY)
+	$(PY) -m pip install -e .
+
+install-dev: $(PY)
+	$(PY) -m pip install -e ".[dev]"
+
+data:
+	bash scripts/get_data.sh
+
+train: install data
+	$(VENV)/bin/aevb train --config configs/vae_fashion.yaml $(ARGS)
+
+test: install-dev data
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(VENV)/bin/ruff check .

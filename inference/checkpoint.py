@@ -1,0 +1,110 @@
+"""Checkpoints: written atomically (temporary file, fsync, rename), read with
+``torch.load(weights_only=True)``, and checked before anything is restored."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError
+
+FORMAT = "aevb-checkpoint/1"
+CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(r"epoch-(\d+)\.pt$")
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``:
+    a crash leaves either the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+def save_checkpoint(run_dir: Path, epoch: int, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, config: dict, keep: int = 2) -> Path:
+    """Write ``checkpoints/epoch-NNNN.pt`` atomically and keep the newest ``keep`` of them."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    path = folder / f"epoch-{epoch:04d}.pt"
+    payload = {"format": FORMAT, "epoch": epoch, "model": model.state_dict(),
+               "optimizer": optimizer.state_dict(), "rng": rng_state(), "config": config}
+    atomic_write_bytes(path, lambda f: torch.save(payload, f))
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink()
+    return path
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if _NAME.search(p.name)]
+    return sorted(found, key=lambda p: int(_NAME.search(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise CheckpointError(f"no checkpoint in {Path(run_dir) / CHECKPOINT_DIR}; "
+                              f"is {run_dir} a run folder written by `aevb train`?")
+    return found[-1]
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check a checkpoint; a corrupt or foreign file raises :class:`CheckpointError`
+    and leaves every file as it was."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        older = [p for p in list_checkpoints(path.parent.parent) if p != path]
+        hint = (f"resume from an older one with --checkpoint {older[-1]}" if older else
+                "no older checkpoint exists; start a new run")
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); nothing was changed — {hint}"
+        ) from None
+    missing = {"format", "epoch", "model", "optimizer", "rng", "config"} - set(payload)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or missing:
+        raise CheckpointError(f"{path} is not an aevb checkpoint (format {FORMAT!r}); "
+                              f"missing {sorted(missing)}")
+    return payload

@@ -1,0 +1,169 @@
+"""The ``aevb`` command line: ``train``, ``evaluate`` and ``sample``.
+
+Examples::
+
+    aevb train --config configs/vae_fashion.yaml elbo=iwae num_particles=5
+    aevb train --resume runs/vae_fashion-20261122-101500 train.epochs=20
+    aevb evaluate runs/vae_fashion-20261122-101500 --num-samples 5000
+    aevb sample runs/vae_fashion-20261122-101500 -n 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pyro  # noqa: F401  (imported first so its logging setup can be quietened below)
+import torch
+
+from .errors import AevbError
+
+
+def _train(args) -> int:
+    from .checkpoint import latest_checkpoint, load_checkpoint
+    from .config import from_dict, load_config
+    from .training import default_run_dir, train
+
+    if args.resume:
+        if args.config:
+            raise AevbError("--resume continues a run with its saved config; drop --config "
+                            "(key=value overrides such as train.epochs=20 are allowed)")
+        run_dir = Path(args.resume)
+        ckpt = Path(args.checkpoint) if args.checkpoint else None
+        if not run_dir.is_dir():
+            raise AevbError(f"cannot resume: {run_dir} is not a run folder")
+        saved = load_checkpoint(ckpt or latest_checkpoint(run_dir))["config"]
+        base = from_dict(saved)
+        cfg = _apply_overrides(base, args.overrides)
+    else:
+        cfg = load_config(args.config, args.overrides)
+        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.config)
+        ckpt = None
+    if args.device:
+        cfg = replace(cfg, device=args.device)
+    if args.data_dir:
+        cfg = replace(cfg, data=replace(cfg.data, data_dir=args.data_dir))
+    if args.no_progress:
+        cfg = replace(cfg, train=replace(cfg.train, progress=False))
+    print(f"run folder: {run_dir}", file=sys.stderr)
+    train(cfg, run_dir, resume=bool(args.resume), checkpoint=ckpt)
+    evaluation = run_dir / "evaluation.json"
+    if evaluation.is_file():
+        result = json.loads(evaluation.read_text())
+        print(f"test ELBO {result['elbo']:.2f} nats, IS log-likelihood (k={result['num_samples']}) "
+              f"{result['log_likelihood']:.2f} nats, active units {result['active_units']} "
+              f"[{result['data']['dataset']}, {result['num_images']} test images]")
+    print(run_dir)
+    return 0
+
+
+def _apply_overrides(cfg, overrides):
+    from omegaconf import OmegaConf
+
+    from .config import from_dict, load_config, to_dict
+
+    if not overrides:
+        return cfg
+    load_config(None, overrides)  # validates keys and types with a clear message
+    merged = OmegaConf.merge(OmegaConf.create(to_dict(cfg)), OmegaConf.from_dotlist(overrides))
+    return from_dict(OmegaConf.to_container(merged))
+
+
+def _evaluate(args) -> int:
+    from .training import load_run, write_evaluation
+
+    overrides = {"test_size": args.test_size} if args.test_size else None
+    if args.data_dir:
+        overrides = (overrides or {}) | {"data_dir": args.data_dir}
+    cfg, model, data, device = load_run(Path(args.run_dir), _path(args.checkpoint), args.device,
+                                        overrides)
+    cfg = replace(cfg, eval=replace(cfg.eval, sample_chunk=args.sample_chunk or cfg.eval.sample_chunk,
+                                    batch_size=args.batch_size or cfg.eval.batch_size),
+                  train=replace(cfg.train, progress=not args.no_progress))
+    out = Path(args.out) if args.out else None
+    result = write_evaluation(model, data, cfg, Path(args.run_dir), args.num_samples, device, out)
+    print(json.dumps({k: result[k] for k in ("num_images", "num_samples", "elbo",
+                                             "log_likelihood", "active_units")}))
+    return 0
+
+
+def _sample(args) -> int:
+    from .plots import save_grid
+    from .training import load_run
+
+    torch.manual_seed(args.seed)
+    _, model, _, _ = load_run(Path(args.run_dir), _path(args.checkpoint), args.device,
+                              {"validation_size": 10000})
+    if not hasattr(model, "generate"):
+        raise AevbError("this model has no generate(n); it cannot draw samples")
+    out = Path(args.out) if args.out else Path(args.run_dir) / f"samples-{args.num}.png"
+    with torch.no_grad():
+        save_grid(model.generate(args.num), out, nrow=max(1, int(args.num ** 0.5)))
+    print(out)
+    return 0
+
+
+def _path(p):
+    return Path(p) if p else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aevb", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model (or --resume a run)")
+    t.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. elbo=iwae")
+    t.add_argument("--config", help="YAML config (see configs/)")
+    t.add_argument("--run-dir", help="output folder (default runs/<config>-<time>)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    t.add_argument("--checkpoint", help="with --resume: the checkpoint file to continue from")
+    t.add_argument("--device", help="cpu, cuda or auto (default: the config's, auto)")
+    t.add_argument("--data-dir", help="folder with the dataset's IDX files")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="test ELBO, IS log-likelihood, active units -> JSON")
+    e.add_argument("run_dir")
+    e.add_argument("--num-samples", type=int, default=5000, help="importance samples k (5000)")
+    e.add_argument("--sample-chunk", type=int, help="importance samples per chunk (memory)")
+    e.add_argument("--batch-size", type=int, help="test images per chunk (memory)")
+    e.add_argument("--test-size", type=int, help="evaluate on the first n test images only")
+    e.add_argument("--checkpoint", help="checkpoint file (default: the newest)")
+    e.add_argument("--device")
+    e.add_argument("--data-dir")
+    e.add_argument("--out", help="output JSON (default RUN_DIR/evaluation.json)")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=_evaluate)
+
+    s = sub.add_parser("sample", help="a grid of samples from the prior")
+    s.add_argument("run_dir")
+    s.add_argument("-n", "--num", type=int, default=64)
+    s.add_argument("--out", help="output PNG (default RUN_DIR/samples-N.png)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--checkpoint")
+    s.add_argument("--device")
+    s.set_defaults(func=_sample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("pyro").setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (AevbError, FloatingPointError) as exc:
+        print(f"aevb: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aevb: interrupted; the last finished epoch's checkpoint is kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

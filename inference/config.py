@@ -1,0 +1,205 @@
+"""Typed configuration: dataclasses validated by OmegaConf's structured configs.
+
+A run is configured by a YAML file merged over these defaults, then by ``key=value`` overrides
+(``elbo=iwae num_particles=5 train.epochs=3``). Unknown keys and ill-typed values are refused
+with an error naming the key; :func:`validate` checks names against the registries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from models.networks import ACTIVATIONS, NETWORKS
+from models.likelihoods import LIKELIHOODS
+from models.zoo import MODELS
+
+from .errors import ConfigError
+
+BINARIZATIONS = ("dynamic", "static", "none")
+
+
+@dataclass
+class DataConfig:
+    """:param name: ``mnist`` or ``fashion-mnist``.
+    :param data_dir: folder with the IDX files (overrides ``AEVB_DATA_DIR`` and system copies).
+    :param binarization: ``dynamic`` (fresh Bernoulli draw each time a training image is used;
+        Burda et al. 2016), ``static`` (drawn once from ``binarization_seed``) or ``none``.
+        Validation and test images are binarized once from ``binarization_seed`` unless ``none``.
+    :param validation_size: images held out from the end of the training set (default 10000).
+    :param train_size: use only the first n training images (quick runs); ``None`` = all.
+    :param test_size: use only the first n test (and validation) images; ``None`` = all.
+    """
+
+    name: str = "fashion-mnist"
+    data_dir: str | None = None
+    binarization: str = "dynamic"
+    binarization_seed: int = 0
+    validation_size: int = 10000
+    train_size: int | None = None
+    test_size: int | None = None
+    download: bool = True
+
+
+@dataclass
+class ModelConfig:
+    """Constructor arguments of the model registered as ``name``."""
+
+    name: str = "vae"
+    z_dim: int = 50
+    network: str = "mlp"
+    hidden_sizes: list[int] = field(default_factory=lambda: [400])
+    activation: str = "tanh"
+    likelihood: str = "bernoulli"
+    min_scale: float = 0.01
+
+
+@dataclass
+class OptimConfig:
+    """:param name: ``adam`` or ``adagrad`` (the paper's). :param lr: learning rate."""
+
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    progress: bool = True
+    keep_checkpoints: int = 2
+    tensorboard: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation at the end of training (and the defaults of ``aevb evaluate``).
+
+    :param num_samples: k of the importance-sampled log-likelihood (5000, as Burda et al.).
+    :param sample_chunk: importance samples per chunk (bounds memory).
+    :param batch_size: test images per chunk (bounds memory).
+    """
+
+    num_samples: int = 5000
+    sample_chunk: int = 500
+    batch_size: int = 100
+    num_images: int = 64
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    elbo: str = "elbo"
+    num_particles: int = 1
+    seed: int = 0
+    device: str = "auto"
+
+
+def _friendly(exc: OmegaConfBaseException, source: str) -> ConfigError:
+    key = getattr(exc, "full_key", None) or "?"
+    msg = getattr(exc, "msg", str(exc)).split("\n")[0]
+    if "not in struct" in msg or "Key '" in msg and "not in" in msg:
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        node = OmegaConf.select(OmegaConf.structured(Config), parent) if parent else \
+            OmegaConf.structured(Config)
+        valid = ", ".join(sorted(node.keys())) if node is not None else ""
+        return ConfigError(f"unknown config key {key!r} in {source}; valid keys here: {valid}")
+    return ConfigError(f"bad value for config key {key!r} in {source}: {msg}")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, merged with the YAML file at ``path`` and then ``overrides`` (``key=value``)."""
+    cfg = OmegaConf.structured(Config)
+    sources: list[tuple[Any, str]] = []
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            sources.append((OmegaConf.load(path), str(path)))
+        except Exception as exc:  # yaml errors
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        try:
+            sources.append((OmegaConf.from_dotlist([item]), f"override {item!r}"))
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"override {item!r} could not be parsed: {exc}") from None
+    for conf, source in sources:
+        try:
+            cfg = OmegaConf.merge(cfg, conf)
+        except OmegaConfBaseException as exc:
+            raise _friendly(exc, source) from None
+    config = OmegaConf.to_object(cfg)
+    assert isinstance(config, Config)
+    validate(config)
+    return config
+
+
+def _check_name(key: str, value: str, registry) -> None:
+    if value not in registry:
+        raise ConfigError(f"bad value for config key {key!r}: {value!r} is not one of "
+                          f"{', '.join(registry.names())}")
+
+
+def validate(cfg: Config) -> None:
+    """Check values against the registries and ranges; raise :class:`ConfigError`."""
+    from .data import DATASETS
+    from .objectives import OBJECTIVES
+    from .optim import OPTIMIZERS
+
+    _check_name("elbo", cfg.elbo, OBJECTIVES)
+    _check_name("optim.name", cfg.optim.name, OPTIMIZERS)
+    _check_name("model.name", cfg.model.name, MODELS)
+    _check_name("model.network", cfg.model.network, NETWORKS)
+    _check_name("model.activation", cfg.model.activation, ACTIVATIONS)
+    _check_name("model.likelihood", cfg.model.likelihood, LIKELIHOODS)
+    _check_name("data.name", cfg.data.name, DATASETS)
+    if cfg.data.binarization not in BINARIZATIONS:
+        raise ConfigError(f"bad value for config key 'data.binarization': "
+                          f"{cfg.data.binarization!r} is not one of {', '.join(BINARIZATIONS)}")
+    if cfg.device != "auto" and cfg.device.split(":")[0] not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"bad value for config key 'device': {cfg.device!r}; use auto, cpu or cuda")
+    positive = {
+        "num_particles": cfg.num_particles, "model.z_dim": cfg.model.z_dim,
+        "train.epochs": cfg.train.epochs, "train.batch_size": cfg.train.batch_size,
+        "eval.num_samples": cfg.eval.num_samples, "eval.sample_chunk": cfg.eval.sample_chunk,
+        "eval.batch_size": cfg.eval.batch_size, "optim.lr": cfg.optim.lr,
+        "train.keep_checkpoints": cfg.train.keep_checkpoints,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"bad value for config key {key!r}: must be > 0, got {value}")
+    if cfg.data.validation_size < 0:
+        raise ConfigError("bad value for config key 'data.validation_size': must be >= 0")
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def from_dict(data: dict) -> Config:
+    """Rebuild a :class:`Config` saved in a checkpoint or ``config.yaml``."""
+    try:
+        config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), data))
+    except OmegaConfBaseException as exc:
+        raise _friendly(exc, "the saved run config") from None
+    assert isinstance(config, Config)
+    validate(config)
+    return config
+
+
+def to_dict(cfg: Config) -> dict:
+    out = OmegaConf.to_container(OmegaConf.structured(cfg))
+    assert isinstance(out, dict)
+    return out

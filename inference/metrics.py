@@ -1,0 +1,55 @@
+"""Per-epoch metrics as JSON lines and CSV (and TensorBoard scalars when it is installed)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from .checkpoint import atomic_write_text
+
+
+class MetricsLog:
+    """``metrics.jsonl`` is the record; ``metrics.csv`` is rewritten from it after each row."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True):
+        self.jsonl = Path(run_dir) / "metrics.jsonl"
+        self.csv = Path(run_dir) / "metrics.csv"
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                pass
+            else:
+                self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+    def rows(self) -> list[dict]:
+        if not self.jsonl.is_file():
+            return []
+        return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+
+    def truncate(self, last_epoch: int) -> None:
+        """Drop rows after ``last_epoch`` (written after the checkpoint a resume starts from)."""
+        rows = [r for r in self.rows() if r["epoch"] <= last_epoch]
+        self._write(rows)
+
+    def append(self, row: dict) -> None:
+        self._write([*self.rows(), row])
+        if self.writer is not None:
+            for key, value in row.items():
+                if isinstance(value, int | float) and key != "epoch":
+                    self.writer.add_scalar(key, value, row["epoch"])
+            self.writer.flush()
+
+    def _write(self, rows: list[dict]) -> None:
+        atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in rows))
+        fields: list[str] = []
+        for r in rows:
+            fields += [k for k in r if k not in fields]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(self.csv, buf.getvalue())

@@ -1,0 +1,19 @@
+"""Optimizers by name: Adam (Kingma & Ba 2015) and Adagrad (Duchi et al. 2011; the AEVB
+paper's choice, section 5)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+
+from models.registry import Registry
+
+OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
+OPTIMIZERS.register("adam")(torch.optim.Adam)
+OPTIMIZERS.register("adagrad")(torch.optim.Adagrad)
+
+
+def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float,
+                    weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    return OPTIMIZERS.get(name)(params, lr=lr, weight_decay=weight_decay)

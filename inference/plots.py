@@ -1,0 +1,106 @@
+"""Pictures of a run: image grids, the latent space, the learned manifold and learning curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import save_image  # noqa: E402
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
+    save_image(images.detach().float().clamp(0, 1).cpu(), str(path), nrow=nrow, padding=2,
+               pad_value=1.0)
+
+
+@torch.no_grad()
+def samples(model, path: Path, n: int = 64) -> None:
+    """Means of p(x|z) for z from the prior."""
+    save_grid(model.generate(n), path, nrow=int(n ** 0.5) or 1)
+
+
+@torch.no_grad()
+def reconstructions(model, x: torch.Tensor, path: Path) -> None:
+    """Rows alternate inputs and their reconstructions (means of p(x|z) at the posterior mean)."""
+    x = x[:32]
+    recon = model.reconstruct(x)
+    rows = []
+    for i in range(0, len(x), 8):
+        rows += [x[i:i + 8], recon[i:i + 8]]
+    save_grid(torch.cat(rows), path, nrow=8)
+
+
+@torch.no_grad()
+def latent(model, x: torch.Tensor, y: torch.Tensor, path: Path) -> None:
+    """Posterior means coloured by label; projected on two principal components if z_dim > 2."""
+    z = model.encode(x).flatten(1).cpu()
+    title = "posterior means"
+    if z.shape[1] > 2:
+        z = z - z.mean(0)
+        _, _, v = torch.pca_lowrank(z, q=2, center=False)
+        z = z @ v[:, :2]
+        title += " (first two principal components)"
+    elif z.shape[1] == 1:
+        z = torch.cat([z, torch.zeros_like(z)], 1)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    sc = ax.scatter(z[:, 0], z[:, 1], c=y.cpu(), cmap="tab10", s=4, alpha=0.7)
+    fig.colorbar(sc, ax=ax, label="label")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def manifold(model, path: Path, n: int = 20) -> None:
+    """Decoder means over a grid of z through the inverse Gaussian CDF (the paper's Figure 4)."""
+    device = next(model.parameters()).device
+    p = torch.linspace(0.5 / n, 1 - 0.5 / n, n, device=device)
+    grid = torch.distributions.Normal(0.0, 1.0).icdf(p)
+    z = torch.stack(torch.meshgrid(grid, grid.flip(0), indexing="xy"), -1).reshape(-1, 2)
+    save_grid(model.decode(z), path, nrow=n)
+
+
+def curves(rows: list[dict], path: Path) -> None:
+    """Train objective and validation ELBO per epoch (nats per datapoint)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = [r["epoch"] for r in rows]
+    for key, label in (("train_objective", "train objective"), ("valid_elbo", "validation ELBO")):
+        if rows and key in rows[0]:
+            ax.plot(epochs, [r[key] for r in rows], marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nats per datapoint")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_all(model, data, rows: list[dict], run_dir: Path, n: int = 64) -> list[str]:
+    """Every picture the model supports; returns the file names written."""
+    run_dir = Path(run_dir)
+    written = []
+    model.eval()
+    test = data.test
+    x, y = test.x[: min(len(test), 2000)], test.y[: min(len(test), 2000)]
+    if hasattr(model, "generate"):
+        samples(model, run_dir / "samples.png", n)
+        written.append("samples.png")
+    if hasattr(model, "reconstruct"):
+        reconstructions(model, x, run_dir / "reconstructions.png")
+        written.append("reconstructions.png")
+    if hasattr(model, "encode"):
+        latent(model, x, y, run_dir / "latent.png")
+        written.append("latent.png")
+    if getattr(model, "z_dim", None) == 2 and hasattr(model, "decode"):
+        manifold(model, run_dir / "manifold.png")
+        written.append("manifold.png")
+    if rows:
+        curves(rows, run_dir / "curves.png")
+        written.append("curves.png")
+    return written

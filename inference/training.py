@@ -1,0 +1,207 @@
+"""Stochastic variational inference over minibatches (Kingma & Welling 2014, Algorithm 1).
+
+Each step draws a minibatch of M datapoints, evaluates the objective's N/M-scaled estimator
+``differentiable_loss(model, guide, batch)``, back-propagates, and takes a torch optimizer step
+over the model's parameters — the same update as ``pyro.infer.SVI`` with module-local
+parameters (Pyro's ``ELBOModule`` pattern). A run folder collects the config, metrics,
+checkpoints (each epoch, atomic) and, at the end, the evaluation and pictures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+import warnings
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from models.base import LatentVariableModel
+from models.zoo import MODELS
+
+from . import plots
+from .checkpoint import (atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint,
+                         set_rng_state)
+from .config import Config, from_dict, to_dict, to_yaml
+from .data import DataBundle, Split, load_data
+from .errors import DataError, RunDirError
+from .evaluation import evaluate, mean_elbo
+from .metrics import MetricsLog
+from .objectives import Objective, build_objective
+from .optim import build_optimizer
+
+log = logging.getLogger("aevb")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RunDirError(f"device={name!r} was asked for but CUDA is not available here; "
+                          f"use device=cpu or device=auto")
+    return device
+
+
+def build_model(cfg: Config, x_shape) -> LatentVariableModel:
+    m = cfg.model
+    cls = MODELS.get(m.name)
+    return cls(x_shape=tuple(x_shape), z_dim=m.z_dim, network=m.network,
+               hidden_sizes=list(m.hidden_sizes), activation=m.activation,
+               likelihood=m.likelihood, min_scale=m.min_scale)
+
+
+def check_data(model: LatentVariableModel, data: DataBundle) -> None:
+    try:
+        for split in (data.train, data.valid, data.test):
+            model.check_data(split.x)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+
+
+def likelihood_note(cfg: Config) -> str | None:
+    if cfg.data.binarization == "none" and cfg.model.likelihood == "bernoulli":
+        return ("grayscale data under a Bernoulli likelihood: figures are negative cross-entropies, "
+                "not log-likelihoods")
+    return None
+
+
+def train_epoch(model: LatentVariableModel, objective: Objective, optimizer, split: Split,
+                batch_size: int, progress: bool = True, desc: str = "") -> dict:
+    """One pass over ``split``; returns the per-datapoint objective, time and throughput."""
+    model.train()
+    num_data = len(split)
+    total = torch.zeros((), device=split.x.device)
+    steps = 0
+    start = time.perf_counter()
+    bar = tqdm(total=num_data, disable=not progress, unit="img", desc=desc, leave=False)
+    for batch in split.batches(batch_size, shuffle=True, scaled=True):
+        optimizer.zero_grad(set_to_none=True)
+        loss = objective.differentiable_loss(model.model, model.guide, batch)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach()
+        steps += 1
+        bar.update(len(batch))
+        if progress and steps % 20 == 0:
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(objective=f"{-float(total) / steps / num_data:.2f}",
+                            img_s=f"{bar.n / elapsed:.0f}")
+    bar.close()
+    seconds = time.perf_counter() - start
+    value = -float(total) / steps / num_data
+    if value != value:  # NaN
+        raise FloatingPointError("training diverged (the objective is NaN); lower optim.lr or "
+                                 "check the data")
+    return {"train_objective": value, "seconds": seconds, "images_per_s": num_data / seconds}
+
+
+def default_run_dir(config_path: str | None) -> Path:
+    stem = Path(config_path).stem if config_path else "run"
+    return Path("runs") / f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def _environment(device: torch.device) -> dict:
+    return {"torch": torch.__version__, "pyro": pyro.__version__, "python": platform.python_version(),
+            "device": str(device), "threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+
+
+def train(cfg: Config, run_dir: Path, *, resume: bool = False, checkpoint: Path | None = None,
+          final_evaluation: bool = True) -> Path:
+    """Train as configured into ``run_dir``; with ``resume`` continue from its newest checkpoint
+    (or ``checkpoint``) up to ``cfg.train.epochs``. Returns ``run_dir``.
+
+    Every check that can fail (run folder, checkpoint, data, model/data match) runs before
+    anything is written, so a refused run leaves existing files as they were.
+    """
+    run_dir = Path(run_dir)
+    payload = None
+    if resume:
+        if not run_dir.is_dir():
+            raise RunDirError(f"cannot resume: {run_dir} is not a run folder")
+        payload = load_checkpoint(checkpoint or latest_checkpoint(run_dir), map_location="cpu")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise RunDirError(f"run folder {run_dir} already exists and is not empty; continue it with "
+                          f"`aevb train --resume {run_dir}` or choose another --run-dir")
+    device = resolve_device(cfg.device)
+    pyro.set_rng_seed(cfg.seed)
+    pyro.clear_param_store()
+    data = load_data(cfg.data, device)
+    model = build_model(cfg, data.train.x.shape[1:]).to(device)
+    check_data(model, data)
+    note = likelihood_note(cfg)
+    if note:
+        warnings.warn(note, stacklevel=2)
+    objective = build_objective(cfg.elbo, cfg.num_particles)
+    optimizer = build_optimizer(cfg.optim.name, model.parameters(), cfg.optim.lr,
+                                cfg.optim.weight_decay)
+    # Let the objective inspect the model once (Pyro guesses plate nesting by running it), so a
+    # fresh run and a resumed one consume the random stream identically.
+    with torch.no_grad():
+        objective.differentiable_loss(model.model, model.guide, next(data.valid.batches(2)))
+    metrics = MetricsLog(run_dir, cfg.train.tensorboard) if resume else None
+    start_epoch = 0
+    if payload is not None:
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        set_rng_state(payload["rng"])
+        start_epoch = int(payload["epoch"])
+        assert metrics is not None
+        metrics.truncate(start_epoch)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+        metrics = MetricsLog(run_dir, cfg.train.tensorboard)
+    config_dict = to_dict(cfg)
+    for epoch in range(start_epoch + 1, cfg.train.epochs + 1):
+        row = {"epoch": epoch, "objective": cfg.elbo, "num_particles": cfg.num_particles}
+        row |= train_epoch(model, objective, optimizer, data.train, cfg.train.batch_size,
+                           cfg.train.progress, desc=f"epoch {epoch}/{cfg.train.epochs}")
+        row["valid_elbo"] = mean_elbo(model, data.valid)
+        metrics.append(row)
+        save_checkpoint(run_dir, epoch, model, optimizer, config_dict, cfg.train.keep_checkpoints)
+        log.info("epoch %d: train %s %.2f, valid ELBO %.2f nats, %.1f s", epoch, cfg.elbo,
+                 row["train_objective"], row["valid_elbo"], row["seconds"])
+    if final_evaluation:
+        write_evaluation(model, data, cfg, run_dir, cfg.eval.num_samples, device)
+        plots.write_all(model, data, metrics.rows(), run_dir, cfg.eval.num_images)
+    return run_dir
+
+
+def write_evaluation(model, data: DataBundle, cfg: Config, run_dir: Path, num_samples: int,
+                     device: torch.device, out: Path | None = None) -> dict:
+    result = evaluate(model, data.test, num_samples, cfg.eval.sample_chunk, cfg.eval.batch_size,
+                      progress=cfg.train.progress)
+    epochs = [p for p in (run_dir / "checkpoints").glob("epoch-*.pt")]
+    result |= {"split": "test", "data": data.description, "data_source": data.source,
+               "epochs_trained": max((int(p.stem.split("-")[1]) for p in epochs), default=0),
+               "objective": cfg.elbo, "num_particles": cfg.num_particles,
+               "note": likelihood_note(cfg), "environment": _environment(device)}
+    atomic_write_text(out or run_dir / "evaluation.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def load_run(run_dir: Path, checkpoint: Path | None = None, device: str | None = None,
+             data_overrides: dict | None = None):
+    """``(cfg, model, data, device)`` of a saved run, from its newest (or given) checkpoint."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is not a run folder")
+    payload = load_checkpoint(checkpoint or latest_checkpoint(run_dir), map_location="cpu")
+    cfg = from_dict(payload["config"])
+    if device:
+        cfg = replace(cfg, device=device)
+    if data_overrides:
+        cfg = replace(cfg, data=replace(cfg.data, **data_overrides))
+    dev = resolve_device(cfg.device)
+    data = load_data(cfg.data, dev)
+    model = build_model(cfg, data.train.x.shape[1:])
+    model.load_state_dict(payload["model"])
+    return cfg, model.to(dev).eval(), data, dev

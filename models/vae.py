@@ -1,0 +1,97 @@
+"""The variational autoencoder of Kingma & Welling (2014) as a Pyro model/guide pair."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro
+import torch
+import torch.nn.functional as F
+from pyro import distributions as dist
+
+from .base import Batch, LatentVariableModel
+from .likelihoods import LIKELIHOODS
+from .networks import NETWORKS
+from .zoo import register_model
+
+
+@register_model("vae")
+class VAE(LatentVariableModel):
+    r"""Auto-Encoding Variational Bayes (Kingma & Welling 2014, section 3 and appendix C).
+
+    Generative model: :math:`p(z) = \mathcal N(0, I)`, :math:`p_\theta(x|z)` Bernoulli or
+    Gaussian with parameters from the decoder. Guide: :math:`q_\phi(z|x) =
+    \mathcal N(\mu_\phi(x), \operatorname{diag}\sigma^2_\phi(x))` from the encoder.
+
+    :param tuple x_shape: shape of one observation, ``(C, H, W)``.
+    :param int z_dim: latent dimension (default 50).
+    :param str network: ``"mlp"`` (default) or ``"conv"`` (28x28 images); see
+        :data:`~models.networks.NETWORKS`.
+    :param hidden_sizes: hidden layer sizes of the encoder; the decoder mirrors them
+        (default ``(400,)``).
+    :param str activation: hidden activation (default ``"tanh"``, as in the paper).
+    :param str likelihood: ``"bernoulli"`` (default) or ``"gaussian"``.
+    :param float min_scale: floor of the Gaussian likelihood's scale (default 0.01).
+    """
+
+    observed_sites = ("x",)
+
+    def __init__(
+        self,
+        x_shape: Sequence[int] = (1, 28, 28),
+        z_dim: int = 50,
+        network: str = "mlp",
+        hidden_sizes: Sequence[int] = (400,),
+        activation: str = "tanh",
+        likelihood: str = "bernoulli",
+        min_scale: float = 0.01,
+    ):
+        super().__init__()
+        self.x_shape = tuple(x_shape)
+        self.z_dim = z_dim
+        self.likelihood = LIKELIHOODS.get(likelihood)(min_scale=min_scale)
+        nets = NETWORKS.get(network)
+        self.encoder = nets.encoder(self.x_shape, 2 * z_dim, hidden_sizes, activation)
+        channels = self.likelihood.num_params * self.x_shape[0]
+        self.decoder = nets.decoder(z_dim, self.x_shape, channels, hidden_sizes, activation)
+
+    # -- the model/guide pair -------------------------------------------------------------
+    def prior(self, like: torch.Tensor) -> dist.TorchDistribution:
+        return dist.Normal(like.new_zeros(()), 1.0).expand([self.z_dim]).to_event(1)
+
+    def model(self, batch: Batch) -> None:
+        with self.data_plate(batch):
+            z = pyro.sample("z", self.prior(batch.x))
+            pyro.sample("x", self.likelihood(self.decoder(z)), obs=batch.x)
+
+    def guide(self, batch: Batch) -> None:
+        loc, scale = self.posterior(batch.x)
+        with self.data_plate(batch):
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    # -- helpers used by the trainer, evaluation and pictures -----------------------------
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation of q(z|x)."""
+        loc, raw_scale = self.encoder(x).chunk(2, dim=-1)
+        return loc, F.softplus(raw_scale) + 1e-5
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.posterior(x)[0]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Mean of p(x|z)."""
+        return self.likelihood.mean(self.decoder(z))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    def generate(self, num_samples: int) -> torch.Tensor:
+        device = next(self.parameters()).device
+        z = torch.randn(num_samples, self.z_dim, device=device)
+        return self.decode(z)
+
+    def check_data(self, x: torch.Tensor) -> None:
+        if tuple(x.shape[1:]) != self.x_shape:
+            raise ValueError(f"the model expects images of shape {self.x_shape}, "
+                             f"the data has {tuple(x.shape[1:])}")
+        self.likelihood.check_data(x)

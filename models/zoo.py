@@ -1,0 +1,12 @@
+"""The model registry: ``@register_model("name")`` makes a model buildable from a config."""
+
+from __future__ import annotations
+
+from .registry import Registry
+
+MODELS: Registry[type] = Registry("model")
+
+
+def register_model(name: str):
+    """Class decorator adding a :class:`~models.base.LatentVariableModel` to :data:`MODELS`."""
+    return MODELS.register(name)

@@ -1,0 +1,50 @@
+"""Every CLI subcommand runs (smoke tests), and errors are one clear line with exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from inference.cli import build_parser, main
+
+TESTED = {"train", "evaluate", "sample"}
+
+
+def test_every_subcommand_has_a_smoke_test():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) == TESTED, "add a smoke test for the new subcommand"
+
+
+@pytest.mark.data
+def test_train_evaluate_sample_and_resume(fashion_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    small = ["data.train_size=1000", "data.test_size=200", "eval.num_samples=10",
+             "model.hidden_sizes=[64]", "model.z_dim=4", "train.epochs=1", "elbo=iwae",
+             "num_particles=3"]
+    assert main(["train", "--config", "configs/vae_fashion.yaml", "--run-dir", str(run),
+                 "--data-dir", str(fashion_dir), "--no-progress", "--device", "cpu", *small]) == 0
+    assert (run / "evaluation.json").is_file()
+    assert main(["train", "--resume", str(run), "train.epochs=2", "--no-progress"]) == 0
+    assert (run / "checkpoints" / "epoch-0002.pt").is_file()
+    assert main(["evaluate", str(run), "--num-samples", "7", "--test-size", "50",
+                 "--no-progress", "--out", str(tmp_path / "ev.json")]) == 0
+    result = json.loads((tmp_path / "ev.json").read_text())
+    assert result["num_samples"] == 7 and result["num_images"] == 50
+    assert result["epochs_trained"] == 2
+    assert main(["sample", str(run), "-n", "16", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").stat().st_size > 0
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
+    assert main(["train", "--run-dir", str(tmp_path / "r"), "elbo=nope"]) == 2
+    err = capsys.readouterr().err
+    assert "aevb: error:" in err and "elbo, iwae, meanfield, score" in err
+    assert main(["evaluate", str(tmp_path / "missing")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "inference.cli", "--help"], capture_output=True,
+                         text=True, check=True)
+    assert "train" in out.stdout and "evaluate" in out.stdout and "sample" in out.stdout

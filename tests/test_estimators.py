@@ -1,0 +1,115 @@
+"""Known answers: the linear-Gaussian model's exact log p(x) against every estimator."""
+
+import math
+
+import pytest
+import torch
+from pyro.infer import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+
+from inference.importance import ImportanceWeightedELBO
+from models import Batch, LinearGaussianVAE
+
+
+@pytest.fixture
+def lg():
+    torch.manual_seed(1)
+    model = LinearGaussianVAE(x_dim=5, z_dim=2, sigma=0.6)
+    model.set_near_optimal_guide(inflate=1.6)  # deliberately imperfect guide: a real gap
+    return model
+
+
+def iwae_bound(model, x, k, reps):
+    """Mean over ``reps`` draws of the per-datapoint IWAE_k estimate, shape (M,)."""
+    est = ImportanceWeightedELBO(num_particles=k)
+    vals = []
+    with torch.no_grad():
+        for _ in range(reps):
+            log_w, _ = est.log_weights(model.model, model.guide, Batch(x))
+            vals.append(torch.logsumexp(log_w, 0) - math.log(k))
+    return torch.stack(vals).mean(0)
+
+
+def test_importance_sampled_log_likelihood_converges_to_exact(lg):
+    x = lg.sample_data(20)
+    exact = lg.log_marginal(x).detach()
+    errors = [float((iwae_bound(lg, x, k, 4) - exact).abs().mean()) for k in (1, 10, 5000)]
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 0.01
+
+
+def test_elbo_le_iwae_le_log_px_and_iwae_non_decreasing_in_k(lg):
+    x = lg.sample_data(30)
+    exact = lg.log_marginal(x).detach().mean()
+    elbo = -Trace_ELBO(num_particles=20000, vectorize_particles=True).loss(
+        lg.model, lg.guide, Batch(x)) / len(x)
+    bounds = [float(iwae_bound(lg, x, k, reps=400 // k + 20).mean()) for k in (1, 2, 5, 20, 100)]
+    assert bounds[0] == pytest.approx(elbo, abs=0.02)
+    assert all(b2 >= b1 - 0.005 for b1, b2 in zip(bounds, bounds[1:], strict=False)), bounds
+    assert bounds[-1] - bounds[0] > 0.1  # the guide is imperfect, so k matters
+    assert bounds[-1] <= float(exact) + 0.005
+
+
+def test_iwae_with_one_particle_is_the_elbo(lg):
+    """Same seed, same single sample: IWAE_1 and Trace_ELBO are the same number, also scaled."""
+    x = lg.sample_data(16)
+    batch = Batch(x, index=torch.arange(16), num_data=1000)
+    est = ImportanceWeightedELBO(num_particles=1)
+    est.loss(lg.model, lg.guide, batch)  # the first call inspects the model (uses the RNG)
+    torch.manual_seed(3)
+    iwae = est.differentiable_loss(lg.model, lg.guide, batch).detach()
+    torch.manual_seed(3)
+    elbo = Trace_ELBO().differentiable_loss(lg.model, lg.guide, batch).detach()
+    assert float(iwae) == pytest.approx(float(elbo), rel=1e-5)
+
+
+def test_iwae_loss_is_the_per_datapoint_bound_scaled_by_n_over_m(lg):
+    x = lg.sample_data(8)
+    est = ImportanceWeightedELBO(num_particles=7)
+    torch.manual_seed(5)
+    log_w, scale = est.log_weights(lg.model, lg.guide, Batch(x, index=torch.arange(8),
+                                                              num_data=80))
+    torch.manual_seed(5)
+    loss = est.differentiable_loss(lg.model, lg.guide, Batch(x, index=torch.arange(8),
+                                                              num_data=80))
+    assert log_w.shape == (7, 8) and scale == 10.0
+    expected = -10.0 * (torch.logsumexp(log_w, 0) - math.log(7)).sum()
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+
+
+def test_pyro_renyi_alpha0_is_per_datapoint_only_without_minibatch_scaling(lg):
+    """Why aevb has its own IWAE estimator.
+
+    Pyro's RenyiELBO(alpha=0) keeps the data plate, so on a full batch it is the per-datapoint
+    IWAE bound. But it log-sum-exps the *scaled* log-weights, so under the paper's N/M
+    minibatch scaling it computes log mean_k exp((N/M) log w) instead of
+    (N/M) log mean_k w: no longer a lower bound — it exceeds the exact (N/M) sum log p(x).
+    """
+    x = lg.sample_data(64)
+    k, reps = 50, 20
+    exact = float(lg.log_marginal(x).detach().sum())
+    renyi = RenyiELBO(alpha=0, num_particles=k, vectorize_particles=True, max_plate_nesting=1)
+    ours = ImportanceWeightedELBO(num_particles=k)
+    full = Batch(x)
+    scaled = Batch(x, index=torch.arange(64), num_data=640)  # N/M = 10
+
+    def mean_loss(est, batch):
+        return sum(est.loss(lg.model, lg.guide, batch) for _ in range(reps)) / reps
+
+    assert mean_loss(renyi, full) == pytest.approx(mean_loss(ours, full), abs=0.5)
+    assert -mean_loss(ours, scaled) <= 10 * exact  # a bound
+    assert -mean_loss(renyi, scaled) > 10 * exact + 100  # not a bound
+
+
+def test_analytic_kl_equals_sampled_kl_in_expectation(lg):
+    x = lg.sample_data(10)
+    n = 200000
+    with torch.no_grad():
+        sampled = Trace_ELBO(num_particles=n, vectorize_particles=True).loss(
+            lg.model, lg.guide, Batch(x))
+        analytic = TraceMeanField_ELBO(num_particles=n, vectorize_particles=True).loss(
+            lg.model, lg.guide, Batch(x))
+        # standard error of the sampled estimate, from the per-particle spread
+        log_w, _ = ImportanceWeightedELBO(num_particles=20000).log_weights(
+            lg.model, lg.guide, Batch(x))
+    stderr = float(log_w.sum(1).std()) / math.sqrt(n)
+    assert abs(sampled - analytic) < 5 * stderr + 1e-3

@@ -1,0 +1,51 @@
+import pyro
+import pytest
+import torch
+from pyro import poutine
+
+from models import MODELS, VAE, Batch
+
+
+@pytest.mark.parametrize("network", ["mlp", "conv"])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_vae_traces_have_expected_sites_shapes_and_plate_scale(network, likelihood):
+    model = VAE(z_dim=3, network=network, hidden_sizes=[32], likelihood=likelihood)
+    x = torch.rand(5, 1, 28, 28)
+    batch = Batch(x, index=torch.arange(5), num_data=50)
+    guide_tr = poutine.trace(model.guide).get_trace(batch)
+    model_tr = poutine.trace(poutine.replay(model.model, trace=guide_tr)).get_trace(batch)
+    assert guide_tr.nodes["z"]["value"].shape == (5, 3)
+    assert model_tr.nodes["x"]["is_observed"]
+    assert model_tr.nodes["x"]["fn"].event_shape == (1, 28, 28)
+    for tr in (model_tr, guide_tr):
+        assert tr.nodes["z"]["scale"] == pytest.approx(10.0)
+        assert [f.name for f in tr.nodes["z"]["cond_indep_stack"]] == ["data"]
+    assert model.generate(4).shape == (4, 1, 28, 28)
+    assert model.reconstruct(x).shape == x.shape
+
+
+def test_bernoulli_likelihood_refuses_data_outside_unit_interval():
+    model = VAE(z_dim=2, hidden_sizes=[8])
+    with pytest.raises(ValueError, match=r"\[0, 1\].*divide 8-bit images by 255"):
+        model.check_data(torch.full((2, 1, 28, 28), 255.0))
+    model.check_data(torch.rand(2, 1, 28, 28))
+
+
+def test_gaussian_scale_is_floored():
+    model = VAE(z_dim=2, hidden_sizes=[8], likelihood="gaussian", min_scale=0.05)
+    params = torch.full((1, 2, 28, 28), -50.0)
+    assert model.likelihood(params).base_dist.scale.min() >= 0.05
+
+
+def test_model_registry_lists_names():
+    assert {"vae", "linear_gaussian"} <= set(MODELS.names())
+    with pytest.raises(KeyError, match="valid models: .*vae"):
+        MODELS.get("vea")
+
+
+def test_two_instances_do_not_share_parameters_through_the_param_store():
+    a, b = VAE(z_dim=2, hidden_sizes=[8]), VAE(z_dim=2, hidden_sizes=[8])
+    x = torch.rand(3, 1, 28, 28)
+    pyro.infer.Trace_ELBO().differentiable_loss(a.model, a.guide, Batch(x))
+    pyro.infer.Trace_ELBO().differentiable_loss(b.model, b.guide, Batch(x))
+    assert not torch.equal(a.encoder.net[0].weight, b.encoder.net[0].weight)

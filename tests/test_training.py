@@ -1,0 +1,129 @@
+"""Training on real Fashion-MNIST images: improvement, outputs, exact resume, bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from inference.checkpoint import list_checkpoints, load_checkpoint
+from inference.config import load_config
+from inference.errors import CheckpointError, ConfigError, DataError, RunDirError
+from inference.training import train
+
+pytestmark = pytest.mark.data
+
+SMALL = ["data.train_size=3000", "data.test_size=500", "eval.num_samples=20",
+         "model.hidden_sizes=[200]", "model.z_dim=10", "train.progress=false",
+         "train.tensorboard=false"]
+
+
+def small_config(fashion_dir, *extra):
+    return load_config("configs/vae_fashion.yaml",
+                       [*SMALL, f"data.data_dir={fashion_dir}", "train.epochs=1", *extra])
+
+
+def untrained_valid_elbo(cfg) -> float:
+    from inference.data import load_data
+    from inference.evaluation import mean_elbo
+    from inference.training import build_model
+
+    torch.manual_seed(cfg.seed)
+    return mean_elbo(build_model(cfg, (1, 28, 28)), load_data(cfg.data).valid)
+
+
+def test_short_run_improves_validation_elbo_and_writes_every_output(fashion_dir, tmp_path):
+    cfg = small_config(fashion_dir, "model.z_dim=2")
+    untrained = untrained_valid_elbo(cfg)
+    run = train(cfg, tmp_path / "run")
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["valid_elbo"] > untrained + 50
+    for name in ("config.yaml", "metrics.csv", "evaluation.json", "samples.png",
+                 "reconstructions.png", "latent.png", "manifold.png", "curves.png"):
+        assert (run / name).is_file(), name
+        if name.endswith(".png"):
+            with Image.open(run / name) as im:
+                im.verify()
+    result = json.loads((run / "evaluation.json").read_text())
+    assert result["num_samples"] == 20 and result["num_images"] == 500
+    assert result["data"]["subset"] is True
+    assert result["elbo"] <= result["log_likelihood"] < 0
+
+
+def test_two_epochs_equal_one_epoch_plus_resume(fashion_dir, tmp_path):
+    straight = train(small_config(fashion_dir, "train.epochs=2"), tmp_path / "a",
+                     final_evaluation=False)
+    first = train(small_config(fashion_dir), tmp_path / "b", final_evaluation=False)
+    train(small_config(fashion_dir, "train.epochs=2"), first, resume=True, final_evaluation=False)
+    a = load_checkpoint(list_checkpoints(straight)[-1])
+    b = load_checkpoint(list_checkpoints(first)[-1])
+    assert a["epoch"] == b["epoch"] == 2
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-6, atol=1e-7)
+    rows_a = (straight / "metrics.jsonl").read_text().splitlines()
+    rows_b = (first / "metrics.jsonl").read_text().splitlines()
+    strip = [{k: v for k, v in json.loads(r).items() if k not in ("seconds", "images_per_s")}
+             for r in rows_a + rows_b]
+    assert strip[:2] == strip[2:]
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_corrupt_or_truncated_checkpoint_is_refused_and_nothing_is_lost(fashion_dir, tmp_path):
+    run = train(small_config(fashion_dir, "train.epochs=2"), tmp_path / "run",
+                final_evaluation=False)
+    newest = list_checkpoints(run)[-1]
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated
+    before = _snapshot(run)
+    with pytest.raises(CheckpointError, match="corrupt or truncated.*--checkpoint .*epoch-0001"):
+        train(small_config(fashion_dir, "train.epochs=3"), run, resume=True)
+    newest.write_bytes(b"not a checkpoint at all")
+    before = _snapshot(run)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        train(small_config(fashion_dir, "train.epochs=3"), run, resume=True)
+    assert _snapshot(run) == before
+
+
+def test_existing_run_folder_is_not_overwritten(fashion_dir, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "precious.txt").write_text("keep me")
+    with pytest.raises(RunDirError, match="--resume"):
+        train(small_config(fashion_dir), run)
+    assert (run / "precious.txt").read_text() == "keep me"
+
+
+def test_data_outside_unit_interval_for_bernoulli_is_refused(tmp_path, monkeypatch):
+    import inference.training as training
+    from inference.data import DataBundle, Split
+
+    def fake_load(cfg, device):
+        s = Split(torch.full((4, 1, 28, 28), 255.0), torch.zeros(4, dtype=torch.long))
+        return DataBundle(s, s, s, "fake", {})
+
+    monkeypatch.setattr(training, "load_data", fake_load)
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        train(load_config(None, ["train.progress=false"]), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_config_key_and_objective_are_named():
+    with pytest.raises(ConfigError, match="unknown config key 'train.epoch'.*epochs"):
+        load_config("configs/vae_fashion.yaml", ["train.epoch=3"])
+    with pytest.raises(ConfigError, match="'elbo'.*'vi'.*elbo, iwae, meanfield, score"):
+        load_config("configs/vae_fashion.yaml", ["elbo=vi"])
+    with pytest.raises(ConfigError, match="'train.batch_size'.*must be > 0"):
+        load_config(None, ["train.batch_size=0"])
+
+
+@pytest.mark.parametrize("objective", ["meanfield", "iwae", "score"])
+def test_every_objective_trains_on_real_data(fashion_dir, tmp_path, objective):
+    cfg = small_config(fashion_dir, f"elbo={objective}", "num_particles=2",
+                       "data.train_size=1000")
+    run = train(cfg, tmp_path / objective, final_evaluation=False)
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["objective"] == objective
+    assert row["valid_elbo"] > untrained_valid_elbo(cfg) + 10
