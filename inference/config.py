@@ -14,8 +14,8 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from models.networks import ACTIVATIONS, NETWORKS
 from models.likelihoods import LIKELIHOODS
+from models.networks import ACTIVATIONS, NETWORKS
 from models.zoo import MODELS
 
 from .errors import ConfigError

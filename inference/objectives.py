@@ -52,7 +52,7 @@ class NonReparameterized(TorchDistribution):
     def expand(self, batch_shape, _instance=None):
         return NonReparameterized(self.base_dist.expand(batch_shape))
 
-    def sample(self, sample_shape=torch.Size()):
+    def sample(self, sample_shape=()):
         return self.base_dist.sample(sample_shape)
 
     def log_prob(self, value):

@@ -26,11 +26,16 @@ from models.base import LatentVariableModel
 from models.zoo import MODELS
 
 from . import plots
-from .checkpoint import (atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint,
-                         set_rng_state)
+from .checkpoint import (
+    atomic_write_text,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
 from .config import Config, from_dict, to_dict, to_yaml
 from .data import DataBundle, Split, load_data
-from .errors import DataError, RunDirError
+from .errors import ConfigError, DataError, RunDirError
 from .evaluation import evaluate, mean_elbo
 from .metrics import MetricsLog
 from .objectives import Objective, build_objective
@@ -44,7 +49,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RunDirError(f"device={name!r} was asked for but CUDA is not available here; "
+        raise ConfigError(f"device={name!r} was asked for but CUDA is not available here; "
                           f"use device=cpu or device=auto")
     return device
 

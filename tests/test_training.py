@@ -127,3 +127,44 @@ def test_every_objective_trains_on_real_data(fashion_dir, tmp_path, objective):
     row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert row["objective"] == objective
     assert row["valid_elbo"] > untrained_valid_elbo(cfg) + 10
+
+
+@pytest.mark.parametrize("extra", [
+    ["data.binarization=none", "model.likelihood=gaussian", "model.min_scale=0.05",
+     "optim.name=adagrad", "optim.lr=0.01"],
+    ["model.network=conv", "model.hidden_sizes=[64]", "data.binarization=static"],
+])
+def test_other_likelihoods_networks_and_optimizers_train(fashion_dir, tmp_path, extra):
+    cfg = small_config(fashion_dir, "data.train_size=1000", *extra)
+    run = train(cfg, tmp_path / "run")
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["valid_elbo"] > untrained_valid_elbo(cfg)
+    assert json.loads((run / "evaluation.json").read_text())["note"] is None
+
+
+def test_bernoulli_on_grayscale_is_labelled_not_a_log_likelihood(fashion_dir, tmp_path):
+    cfg = small_config(fashion_dir, "data.train_size=500", "data.binarization=none")
+    with pytest.warns(UserWarning, match="not log-likelihoods"):
+        run = train(cfg, tmp_path / "run")
+    assert "not log-likelihoods" in json.loads((run / "evaluation.json").read_text())["note"]
+
+
+class NotATensor:
+    """Unpickling this would need code outside torch's weights-only allowlist."""
+
+
+def test_checkpoints_are_loaded_with_weights_only(tmp_path):
+    """A checkpoint that would execute code when unpickled is refused, not run."""
+    evil = tmp_path / "run" / "checkpoints" / "epoch-0001.pt"
+    evil.parent.mkdir(parents=True)
+    torch.save({"format": "aevb-checkpoint/1", "payload": NotATensor()}, evil)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(evil)
+    assert evil.is_file()
+
+
+def test_cuda_request_without_cuda_is_a_config_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        train(load_config(None, ["device=cuda"]), tmp_path / "run")
