@@ -97,7 +97,7 @@ def _sample(args) -> int:
 
     torch.manual_seed(args.seed)
     _, model, _, _ = load_run(Path(args.run_dir), _path(args.checkpoint), args.device,
-                              {"validation_size": 10000})
+                              with_data=False)
     if not hasattr(model, "generate"):
         raise AevbError("this model has no generate(n); it cannot draw samples")
     out = Path(args.out) if args.out else Path(args.run_dir) / f"samples-{args.num}.png"

@@ -177,11 +177,16 @@ def validate(cfg: Config) -> None:
         "eval.batch_size": cfg.eval.batch_size, "optim.lr": cfg.optim.lr,
         "train.keep_checkpoints": cfg.train.keep_checkpoints,
     }
+    for key, value in (("data.train_size", cfg.data.train_size),
+                       ("data.test_size", cfg.data.test_size)):
+        if value is not None:
+            positive[key] = value
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"bad value for config key {key!r}: must be > 0, got {value}")
-    if cfg.data.validation_size < 0:
-        raise ConfigError("bad value for config key 'data.validation_size': must be >= 0")
+    if cfg.data.validation_size <= 0:
+        raise ConfigError("bad value for config key 'data.validation_size': must be > 0 "
+                          "(the validation ELBO is reported every epoch)")
 
 
 def to_yaml(cfg: Config) -> str:

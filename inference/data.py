@@ -30,6 +30,7 @@ class DatasetInfo:
     name: str
     torchvision_class: str
     apt_package: str | None
+    x_shape: tuple[int, int, int] = (1, 28, 28)
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")

@@ -34,7 +34,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import Config, from_dict, to_dict, to_yaml
-from .data import DataBundle, Split, load_data
+from .data import DATASETS, DataBundle, Split, load_data
 from .errors import ConfigError, DataError, RunDirError
 from .evaluation import evaluate, mean_elbo
 from .metrics import MetricsLog
@@ -194,8 +194,9 @@ def write_evaluation(model, data: DataBundle, cfg: Config, run_dir: Path, num_sa
 
 
 def load_run(run_dir: Path, checkpoint: Path | None = None, device: str | None = None,
-             data_overrides: dict | None = None):
-    """``(cfg, model, data, device)`` of a saved run, from its newest (or given) checkpoint."""
+             data_overrides: dict | None = None, with_data: bool = True):
+    """``(cfg, model, data, device)`` of a saved run, from its newest (or given) checkpoint;
+    ``data`` is ``None`` when ``with_data`` is false."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir} is not a run folder")
@@ -206,7 +207,7 @@ def load_run(run_dir: Path, checkpoint: Path | None = None, device: str | None =
     if data_overrides:
         cfg = replace(cfg, data=replace(cfg.data, **data_overrides))
     dev = resolve_device(cfg.device)
-    data = load_data(cfg.data, dev)
-    model = build_model(cfg, data.train.x.shape[1:])
+    data = load_data(cfg.data, dev) if with_data else None
+    model = build_model(cfg, DATASETS.get(cfg.data.name).x_shape)
     model.load_state_dict(payload["model"])
     return cfg, model.to(dev).eval(), data, dev

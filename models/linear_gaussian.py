@@ -55,7 +55,7 @@ class LinearGaussianVAE(LatentVariableModel):
 
     def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
         """Exact :math:`\\log p(x)` per datapoint."""
-        cov = self.W @ self.W.T + self.log_sigma.exp() ** 2 * torch.eye(self.x_dim)
+        cov = self.W @ self.W.T + self.log_sigma.exp() ** 2 * torch.eye(self.x_dim, device=self.W.device)
         return dist.MultivariateNormal(self.b, covariance_matrix=cov).log_prob(x)
 
     def exact_elbo(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,8 +71,9 @@ class LinearGaussianVAE(LatentVariableModel):
 
     @torch.no_grad()
     def sample_data(self, num: int) -> torch.Tensor:
-        z = torch.randn(num, self.z_dim)
-        return z @ self.W.T + self.b + self.log_sigma.exp() * torch.randn(num, self.x_dim)
+        z = torch.randn(num, self.z_dim, device=self.W.device)
+        noise = torch.randn(num, self.x_dim, device=self.W.device)
+        return z @ self.W.T + self.b + self.log_sigma.exp() * noise
 
     @torch.no_grad()
     def set_near_optimal_guide(self, inflate: float = 1.0) -> None:
@@ -85,7 +86,7 @@ class LinearGaussianVAE(LatentVariableModel):
         posterior is correlated. ``inflate`` multiplies the scales (values > 1 widen the guide).
         """
         s2 = self.log_sigma.exp() ** 2
-        precision = torch.eye(self.z_dim) + self.W.T @ self.W / s2
+        precision = torch.eye(self.z_dim, device=self.W.device) + self.W.T @ self.W / s2
         self.A.copy_(torch.linalg.solve(precision, self.W.T) / s2)
         self.c.copy_(-self.A @ self.b)
         self.log_s.copy_((inflate / precision.diagonal().sqrt()).log())
