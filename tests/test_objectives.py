@@ -28,17 +28,24 @@ def test_every_objective_gives_finite_loss_and_gradients_to_encoder_and_decoder(
 
 
 @pytest.mark.parametrize("name", OBJECTIVES.names())
-def test_minibatch_loss_is_scaled_by_n_over_m(name):
+def test_minibatch_loss_and_gradients_are_scaled_by_n_over_m(name):
+    """The plate's N/M factor multiplies the loss and every gradient once (not squared in the
+    score-function term)."""
     model = LinearGaussianVAE()
     x = model.sample_data(4)
     obj = build_objective(name, 1)
     obj.differentiable_loss(model.model, model.guide, Batch(x))  # Pyro inspects the model once
-    pyro.set_rng_seed(2)
-    full = obj.differentiable_loss(model.model, model.guide, Batch(x))
-    pyro.set_rng_seed(2)
-    scaled = obj.differentiable_loss(model.model, model.guide,
-                                     Batch(x, index=torch.arange(4), num_data=40))
-    assert float(scaled.detach()) == pytest.approx(10 * float(full.detach()), rel=1e-5)
+    results = []
+    for batch in (Batch(x), Batch(x, index=torch.arange(4), num_data=40)):
+        pyro.set_rng_seed(2)
+        model.zero_grad()
+        loss = obj.differentiable_loss(model.model, model.guide, batch)
+        loss.backward()
+        results.append((float(loss.detach()), [p.grad.clone() for p in model.parameters()]))
+    (full, full_grads), (scaled, scaled_grads) = results
+    assert scaled == pytest.approx(10 * full, rel=1e-5)
+    for g_full, g_scaled in zip(full_grads, scaled_grads, strict=True):
+        torch.testing.assert_close(g_scaled, 10 * g_full, rtol=1e-4, atol=1e-5)
 
 
 def _encoder_grads(model, objective, x, repeats):
