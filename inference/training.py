@@ -151,19 +151,16 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, checkpoint: Path 
     # fresh run and a resumed one consume the random stream identically.
     with torch.no_grad():
         objective.differentiable_loss(model.model, model.guide, next(data.valid.batches(2)))
-    metrics = MetricsLog(run_dir, cfg.train.tensorboard) if resume else None
     start_epoch = 0
     if payload is not None:
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         set_rng_state(payload["rng"])
         start_epoch = int(payload["epoch"])
-        assert metrics is not None
-        metrics.truncate(start_epoch)
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
-        metrics = MetricsLog(run_dir, cfg.train.tensorboard)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))  # on resume: with its overrides
+    metrics = MetricsLog(run_dir, cfg.train.tensorboard)
+    metrics.truncate(start_epoch)  # rows written after the checkpoint we continue from
     config_dict = to_dict(cfg)
     for epoch in range(start_epoch + 1, cfg.train.epochs + 1):
         row = {"epoch": epoch, "objective": cfg.elbo, "num_particles": cfg.num_particles}
