@@ -71,12 +71,20 @@ def save_checkpoint(run_dir: Path, epoch: int, model: torch.nn.Module,
     return path
 
 
+def checkpoint_epoch(path: Path) -> int:
+    """The epoch in a checkpoint's file name (``epoch-NNNN.pt``)."""
+    match = _NAME.search(Path(path).name)
+    if match is None:
+        raise CheckpointError(f"{path} is not named like an aevb checkpoint (epoch-NNNN.pt)")
+    return int(match.group(1))
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's checkpoints, oldest first."""
     folder = Path(run_dir) / CHECKPOINT_DIR
     if not folder.is_dir():
         return []
-    found = [p for p in folder.iterdir() if _NAME.search(p.name)]
-    return sorted(found, key=lambda p: int(_NAME.search(p.name).group(1)))  # type: ignore[union-attr]
+    return sorted((p for p in folder.iterdir() if _NAME.search(p.name)), key=checkpoint_epoch)
 
 
 def latest_checkpoint(run_dir: Path) -> Path:

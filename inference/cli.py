@@ -25,7 +25,7 @@ from .errors import AevbError
 
 def _train(args) -> int:
     from .checkpoint import latest_checkpoint, load_checkpoint
-    from .config import from_dict, load_config
+    from .config import load_config
     from .training import default_run_dir, train
 
     if args.resume:
@@ -37,8 +37,7 @@ def _train(args) -> int:
         if not run_dir.is_dir():
             raise AevbError(f"cannot resume: {run_dir} is not a run folder")
         saved = load_checkpoint(ckpt or latest_checkpoint(run_dir))["config"]
-        base = from_dict(saved)
-        cfg = _apply_overrides(base, args.overrides)
+        cfg = load_config(None, args.overrides, base=saved)
     else:
         cfg = load_config(args.config, args.overrides)
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.config)
@@ -59,18 +58,6 @@ def _train(args) -> int:
               f"[{result['data']['dataset']}, {result['num_images']} test images]")
     print(run_dir)
     return 0
-
-
-def _apply_overrides(cfg, overrides):
-    from omegaconf import OmegaConf
-
-    from .config import from_dict, load_config, to_dict
-
-    if not overrides:
-        return cfg
-    load_config(None, overrides)  # validates keys and types with a clear message
-    merged = OmegaConf.merge(OmegaConf.create(to_dict(cfg)), OmegaConf.from_dotlist(overrides))
-    return from_dict(OmegaConf.to_container(merged))
 
 
 def _evaluate(args) -> int:

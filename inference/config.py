@@ -116,10 +116,14 @@ def _friendly(exc: OmegaConfBaseException, source: str) -> ConfigError:
     return ConfigError(f"bad value for config key {key!r} in {source}: {msg}")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, merged with the YAML file at ``path`` and then ``overrides`` (``key=value``)."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict | None = None) -> Config:
+    """Defaults, merged with ``base`` (a saved run's config), the YAML file at ``path`` and then
+    ``overrides`` (``key=value``), in that order."""
     cfg = OmegaConf.structured(Config)
     sources: list[tuple[Any, str]] = []
+    if base is not None:
+        sources.append((base, "the saved run config"))
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -195,13 +199,7 @@ def to_yaml(cfg: Config) -> str:
 
 def from_dict(data: dict) -> Config:
     """Rebuild a :class:`Config` saved in a checkpoint or ``config.yaml``."""
-    try:
-        config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), data))
-    except OmegaConfBaseException as exc:
-        raise _friendly(exc, "the saved run config") from None
-    assert isinstance(config, Config)
-    validate(config)
-    return config
+    return load_config(base=data)
 
 
 def to_dict(cfg: Config) -> dict:

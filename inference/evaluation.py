@@ -39,7 +39,9 @@ def importance_sampled(model: LatentVariableModel, split: Split, num_samples: in
         done = 0
         while done < num_samples:
             k = min(sample_chunk, num_samples - done)
-            est = estimators.setdefault(k, ImportanceWeightedELBO(num_particles=k))
+            if k not in estimators:
+                estimators[k] = ImportanceWeightedELBO(num_particles=k)
+            est = estimators[k]
             log_w, _ = est.log_weights(model.model, model.guide, batch)
             running = torch.logaddexp(running, torch.logsumexp(log_w, dim=0))
             total_w += log_w.sum(0)

@@ -28,7 +28,9 @@ from models.zoo import MODELS
 from . import plots
 from .checkpoint import (
     atomic_write_text,
+    checkpoint_epoch,
     latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     save_checkpoint,
     set_rng_state,
@@ -181,9 +183,9 @@ def write_evaluation(model, data: DataBundle, cfg: Config, run_dir: Path, num_sa
                      device: torch.device, out: Path | None = None) -> dict:
     result = evaluate(model, data.test, num_samples, cfg.eval.sample_chunk, cfg.eval.batch_size,
                       progress=cfg.train.progress)
-    epochs = [p for p in (run_dir / "checkpoints").glob("epoch-*.pt")]
+    checkpoints = list_checkpoints(run_dir)
     result |= {"split": "test", "data": data.description, "data_source": data.source,
-               "epochs_trained": max((int(p.stem.split("-")[1]) for p in epochs), default=0),
+               "epochs_trained": checkpoint_epoch(checkpoints[-1]) if checkpoints else 0,
                "objective": cfg.elbo, "num_particles": cfg.num_particles,
                "note": likelihood_note(cfg), "environment": _environment(device)}
     atomic_write_text(out or run_dir / "evaluation.json", json.dumps(result, indent=2) + "\n")
