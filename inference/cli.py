@@ -3,6 +3,8 @@
 Examples::
 
     aevb train --config configs/vae_fashion.yaml elbo=iwae num_particles=5
+    aevb train --spec configs/specs/dlgm2.yaml elbo=iwae num_particles=5
+    aevb train model=path/to/my_model.py:MyModel train.epochs=3
     aevb train --resume runs/vae_fashion-20261122-101500 train.epochs=20
     aevb evaluate runs/vae_fashion-20261122-101500 --num-samples 5000
     aevb sample runs/vae_fashion-20261122-101500 -n 64
@@ -29,9 +31,10 @@ def _train(args) -> int:
     from .training import default_run_dir, train
 
     if args.resume:
-        if args.config:
-            raise AevbError("--resume continues a run with its saved config; drop --config "
-                            "(key=value overrides such as train.epochs=20 are allowed)")
+        if args.config or args.spec:
+            raise AevbError("--resume continues a run with its saved config and model; drop "
+                            "--config/--spec (key=value overrides such as train.epochs=20 are "
+                            "allowed)")
         run_dir = Path(args.resume)
         ckpt = Path(args.checkpoint) if args.checkpoint else None
         if not run_dir.is_dir():
@@ -39,8 +42,8 @@ def _train(args) -> int:
         saved = load_checkpoint(ckpt or latest_checkpoint(run_dir))["config"]
         cfg = load_config(None, args.overrides, base=saved)
     else:
-        cfg = load_config(args.config, args.overrides)
-        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.config)
+        cfg = load_config(args.config, args.overrides, spec=args.spec)
+        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.spec or args.config)
         ckpt = None
     if args.device:
         cfg = replace(cfg, device=args.device)
@@ -106,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model (or --resume a run)")
     t.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. elbo=iwae")
     t.add_argument("--config", help="YAML config (see configs/)")
+    t.add_argument("--spec", help="YAML model spec (see configs/specs/); sets model.name=spec")
     t.add_argument("--run-dir", help="output folder (default runs/<config>-<time>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     t.add_argument("--checkpoint", help="with --resume: the checkpoint file to continue from")
@@ -141,7 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("pyro").setLevel(logging.WARNING)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may come after options (``aevb train --spec F.yaml elbo=iwae``)
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-")
+                                                    for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except (AevbError, FloatingPointError) as exc:

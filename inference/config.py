@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from models.likelihoods import LIKELIHOODS
+from models.families import FAMILIES
+from models.loading import ModelLoadError, absolute_reference, resolve_model
 from models.networks import ACTIVATIONS, NETWORKS
-from models.zoo import MODELS
+from models.spec import SpecError, load_spec
 
 from .errors import ConfigError
 
@@ -47,7 +49,17 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Constructor arguments of the model registered as ``name``."""
+    """The model and its constructor arguments.
+
+    :param name: a registered model (``vae``, ``spec``, ...) or a user's file,
+        ``path/to/my_model.py:MyModel`` (a class, or a name the file registers).
+    :param spec: the model spec of ``name: spec`` (filled by ``--spec FILE``; see
+        :mod:`models.spec`).
+    :param options: further constructor arguments of a user's model.
+
+    The other keys are the arguments of the VAE-like models; each is passed to a model whose
+    constructor takes it, and refused when set for one that does not.
+    """
 
     name: str = "vae"
     z_dim: int = 50
@@ -56,6 +68,8 @@ class ModelConfig:
     activation: str = "tanh"
     likelihood: str = "bernoulli"
     min_scale: float = 0.01
+    spec: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -116,10 +130,26 @@ def _friendly(exc: OmegaConfBaseException, source: str) -> ConfigError:
     return ConfigError(f"bad value for config key {key!r} in {source}: {msg}")
 
 
+def _spec_source(path: str | Path) -> dict:
+    """``--spec FILE``: the model section that selects the spec model and holds the spec."""
+    from models.spec.schema import to_dict
+
+    try:
+        spec = load_spec(path)
+    except SpecError as exc:
+        raise ConfigError(str(exc)) from None
+    return {"model": {"name": "spec", "spec": to_dict(spec)}}
+
+
+def _shorthand(item: str) -> str:
+    """``model=NAME`` (as in ``model=my_model.py:MyModel``) means ``model.name=NAME``."""
+    return "model.name=" + item.split("=", 1)[1] if item.startswith("model=") else item
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                base: dict | None = None) -> Config:
-    """Defaults, merged with ``base`` (a saved run's config), the YAML file at ``path`` and then
-    ``overrides`` (``key=value``), in that order."""
+                base: dict | None = None, spec: str | Path | None = None) -> Config:
+    """Defaults, merged with ``base`` (a saved run's config), the YAML file at ``path``, the
+    model spec file ``spec`` and then ``overrides`` (``key=value``), in that order."""
     cfg = OmegaConf.structured(Config)
     sources: list[tuple[Any, str]] = []
     if base is not None:
@@ -132,7 +162,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             sources.append((OmegaConf.load(path), str(path)))
         except Exception as exc:  # yaml errors
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
-    for item in overrides or []:
+    if spec is not None:
+        sources.append((_spec_source(spec), f"spec {spec}"))
+    for item in map(_shorthand, overrides or []):
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         try:
@@ -146,7 +178,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise _friendly(exc, source) from None
     config = OmegaConf.to_object(cfg)
     assert isinstance(config, Config)
-    validate(config)
+    config.model.name = absolute_reference(config.model.name)
+    try:
+        validate(config)
+    except ConfigError as exc:
+        if spec is not None and str(exc).startswith("spec: "):
+            raise ConfigError(f"spec {spec}: {str(exc)[len('spec: '):]}") from None
+        raise
     return config
 
 
@@ -164,11 +202,22 @@ def validate(cfg: Config) -> None:
 
     _check_name("elbo", cfg.elbo, OBJECTIVES)
     _check_name("optim.name", cfg.optim.name, OPTIMIZERS)
-    _check_name("model.name", cfg.model.name, MODELS)
+    _check_name("data.name", cfg.data.name, DATASETS)
+    try:
+        resolve_model(cfg.model.name)
+    except ModelLoadError as exc:
+        raise ConfigError(f"bad value for config key 'model.name': {exc}") from None
+    if cfg.model.spec is not None:
+        from models.spec import compile_spec
+
+        try:  # the whole compilation, so every spec error comes before any data is read
+            with torch.random.fork_rng(devices=[]):  # leave the random stream untouched
+                compile_spec(load_spec(cfg.model.spec), DATASETS.get(cfg.data.name).x_shape)
+        except SpecError as exc:
+            raise ConfigError(str(exc)) from None
     _check_name("model.network", cfg.model.network, NETWORKS)
     _check_name("model.activation", cfg.model.activation, ACTIVATIONS)
-    _check_name("model.likelihood", cfg.model.likelihood, LIKELIHOODS)
-    _check_name("data.name", cfg.data.name, DATASETS)
+    _check_name("model.likelihood", cfg.model.likelihood, FAMILIES)
     if cfg.data.binarization not in BINARIZATIONS:
         raise ConfigError(f"bad value for config key 'data.binarization': "
                           f"{cfg.data.binarization!r} is not one of {', '.join(BINARIZATIONS)}")

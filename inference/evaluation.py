@@ -16,7 +16,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from models.base import LatentVariableModel
+from models.base import LatentVariableModel, call_with_labels, for_evaluation
 
 from .data import Split
 from .importance import ImportanceWeightedELBO
@@ -27,7 +27,9 @@ def importance_sampled(model: LatentVariableModel, split: Split, num_samples: in
                        sample_chunk: int = 500, batch_size: int = 100, progress: bool = False
                        ) -> dict[str, torch.Tensor]:
     """Per-datapoint ``log_likelihood`` (IS, k = ``num_samples``) and ``elbo`` (mean log-weight)
-    over ``split``, as tensors of shape ``(len(split),)``."""
+    over ``split``, as tensors of shape ``(len(split),)``. Labels are hidden from models that can
+    infer them (:func:`~models.base.for_evaluation`), so the figures are log p(x); discrete
+    latents are sampled from the guide like the others."""
     estimators: dict[int, ImportanceWeightedELBO] = {}
     log_px, elbo = [], []
     batches = split.batches(batch_size)
@@ -40,9 +42,9 @@ def importance_sampled(model: LatentVariableModel, split: Split, num_samples: in
         while done < num_samples:
             k = min(sample_chunk, num_samples - done)
             if k not in estimators:
-                estimators[k] = ImportanceWeightedELBO(num_particles=k)
+                estimators[k] = ImportanceWeightedELBO(num_particles=k, require_reparam=False)
             est = estimators[k]
-            log_w, _ = est.log_weights(model.model, model.guide, batch)
+            log_w, _ = est.log_weights(model.model, model.guide, for_evaluation(model, batch))
             running = torch.logaddexp(running, torch.logsumexp(log_w, dim=0))
             total_w += log_w.sum(0)
             done += k
@@ -55,10 +57,10 @@ def importance_sampled(model: LatentVariableModel, split: Split, num_samples: in
 def mean_elbo(model: LatentVariableModel, split: Split, batch_size: int = 500,
               num_particles: int = 1) -> float:
     """Mean per-datapoint ELBO over ``split`` (single-sample estimate by default)."""
-    est = ImportanceWeightedELBO(num_particles=num_particles)
+    est = ImportanceWeightedELBO(num_particles=num_particles, require_reparam=False)
     total = 0.0
     for batch in split.batches(batch_size):
-        log_w, _ = est.log_weights(model.model, model.guide, batch)
+        log_w, _ = est.log_weights(model.model, model.guide, for_evaluation(model, batch))
         total += float(log_w.mean(0).sum())
     return total / len(split)
 
@@ -70,7 +72,8 @@ def active_units(model: LatentVariableModel, split: Split, batch_size: int = 500
     or ``None`` when the model has no ``encode``."""
     if not hasattr(model, "encode"):
         return None
-    means = torch.cat([model.encode(b.x).flatten(1) for b in split.batches(batch_size)])
+    means = torch.cat([call_with_labels(model, "encode", b.x, b.y).float().reshape(len(b), -1)
+                       for b in split.batches(batch_size)])
     return int((means.var(0) > threshold).sum())
 
 

@@ -39,6 +39,8 @@ class ImportanceWeightedELBO(ELBO):
 
     :param int num_particles: k, the number of importance samples per datapoint (default 5).
     :param str plate_name: name of the datapoint plate (default ``"data"``).
+    :param bool require_reparam: refuse guides with non-reparameterizable latents (needed for
+        gradients; evaluation, which only needs values, turns it off).
 
     .. note:: Every sample site must lie inside the datapoint plate and every latent site must be
         reparameterizable; use ``elbo`` or ``score`` otherwise.
@@ -46,9 +48,11 @@ class ImportanceWeightedELBO(ELBO):
     References: Burda, Grosse & Salakhutdinov, *Importance Weighted Autoencoders*, ICLR 2016.
     """
 
-    def __init__(self, num_particles: int = 5, plate_name: str = DATA_PLATE):
+    def __init__(self, num_particles: int = 5, plate_name: str = DATA_PLATE,
+                 require_reparam: bool = True):
         super().__init__(num_particles=num_particles, vectorize_particles=True)
         self.plate_name = plate_name
+        self.require_reparam = require_reparam
         self._nesting: int | None = None
 
     # ----------------------------------------------------------------------------------------
@@ -79,7 +83,7 @@ class ImportanceWeightedELBO(ELBO):
             for name, site in trace.nodes.items():
                 if site["type"] != "sample":
                     continue
-                if sign < 0 and not site["fn"].has_rsample:
+                if sign < 0 and self.require_reparam and not site["fn"].has_rsample:
                     raise ValueError(
                         f"iwae needs reparameterized latents, but guide site {name!r} uses "
                         f"{type(site['fn']).__name__} without rsample; use elbo=score instead")

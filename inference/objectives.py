@@ -13,19 +13,28 @@
 
 Each objective exposes ``differentiable_loss(model, guide, batch)``; the trainer calls
 ``backward`` on it and steps a torch optimizer (Pyro's ``ELBOModule`` pattern).
+
+Not every objective handles every model. :func:`model_traits` reads a model's guide once
+(enumerated discrete sites, non-reparameterizable sites) and :meth:`Objective.for_model` adapts
+the objective to it — ``elbo`` switches to :class:`~pyro.infer.TraceEnum_ELBO`, which sums
+enumerated sites out exactly — or refuses it before training starts with a message naming the
+sites and the objectives that can.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
+from pyro import poutine
 from pyro.distributions import TorchDistribution
-from pyro.infer import ELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 
+from models.base import Batch, labels_of
 from models.registry import Registry
 
 from .importance import ImportanceWeightedELBO
@@ -89,6 +98,40 @@ class ScoreFunctionELBO(TraceGraph_ELBO):
         return -elbo.detach() + (surrogate_loss - surrogate_loss.detach())
 
 
+class IncompatibleObjective(ValueError):
+    """The objective cannot train this model; the message says which can."""
+
+
+@dataclass
+class ModelTraits:
+    """What an objective needs to know about a model's guide (latent sites by kind)."""
+
+    enumerated: list[str] = field(default_factory=list)
+    non_reparameterized: list[str] = field(default_factory=list)
+
+
+def model_traits(model, batch: Batch) -> ModelTraits:
+    """Trace ``model.guide`` on ``batch`` (and on it without labels, for a model whose labels
+    are optional) without touching the random stream, and collect its latent sites' kinds."""
+    batches = [batch]
+    if labels_of(model) == "optional" and batch.y is not None:
+        batches.append(Batch(batch.x, None, batch.index, batch.num_data))
+    traits = ModelTraits(enumerated=list(getattr(model, "enumerated_sites", ())))
+    devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
+    for b in batches:
+        with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad():
+            trace = poutine.trace(model.guide).get_trace(b)
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample" or site["is_observed"] or isinstance(site["fn"], _Subsample):
+                continue
+            if site["infer"].get("enumerate") == "parallel":
+                if name not in traits.enumerated:
+                    traits.enumerated.append(name)
+            elif not site["fn"].has_rsample and name not in traits.non_reparameterized:
+                traits.non_reparameterized.append(name)
+    return traits
+
+
 @dataclass
 class Objective:
     """A named estimator plus how it treats the guide.
@@ -96,11 +139,38 @@ class Objective:
     :param str name: registry name.
     :param ELBO elbo: the Pyro objective.
     :param bool score_function: if True the guide's latents are sampled without rsample.
+    :param ELBO enum_elbo: the estimator to use instead for models with enumerated discrete
+        sites; ``None`` if the objective cannot handle them.
+    :param bool needs_reparam: the estimator's gradient is only right for reparameterized latents.
     """
 
     name: str
     elbo: ELBO
     score_function: bool = False
+    enum_elbo: ELBO | None = None
+    needs_reparam: bool = False
+    enumerates: bool = False
+
+    def for_model(self, traits: ModelTraits) -> Objective:
+        """This objective adapted to a model with ``traits``.
+
+        :raises IncompatibleObjective: naming the sites and the objectives that can handle them.
+        """
+        if traits.enumerated:
+            if self.enum_elbo is None:
+                can = [n for n in OBJECTIVES.names() if OBJECTIVES.get(n)(1).enum_elbo is not None]
+                raise IncompatibleObjective(
+                    f"elbo={self.name} cannot handle the enumerated discrete latent(s) "
+                    f"{', '.join(traits.enumerated)} (the guide marks them "
+                    f"infer={{'enumerate': 'parallel'}} to be summed out exactly); use "
+                    f"elbo={' or elbo='.join(can)} (TraceEnum_ELBO)")
+            return replace(self, elbo=self.enum_elbo, enum_elbo=None, enumerates=True)
+        if self.needs_reparam and traits.non_reparameterized:
+            raise IncompatibleObjective(
+                f"elbo={self.name} needs reparameterized latents, but the guide samples "
+                f"{', '.join(traits.non_reparameterized)} without rsample (discrete?); use "
+                "elbo=elbo or elbo=score, whose score-function terms handle them")
+        return self
 
     @property
     def num_particles(self) -> int:
@@ -110,7 +180,12 @@ class Objective:
         return ScoreFunction()(guide) if self.score_function else guide
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs):
-        return self.elbo.differentiable_loss(model, self.wrap_guide(guide), *args, **kwargs)
+        if not self.enumerates:
+            return self.elbo.differentiable_loss(model, self.wrap_guide(guide), *args, **kwargs)
+        with warnings.catch_warnings():
+            # a labelled batch of a model whose labels are optional has nothing to enumerate
+            warnings.filterwarnings("ignore", "TraceEnum_ELBO found no sample sites")
+            return self.elbo.differentiable_loss(model, self.wrap_guide(guide), *args, **kwargs)
 
 
 OBJECTIVES: Registry[Callable[[int], Objective]] = Registry("objective")
@@ -118,18 +193,24 @@ OBJECTIVES: Registry[Callable[[int], Objective]] = Registry("objective")
 
 @OBJECTIVES.register("elbo")
 def _elbo(num_particles: int) -> Objective:
-    return Objective("elbo", Trace_ELBO(num_particles=num_particles, vectorize_particles=True))
+    """Trace_ELBO; TraceEnum_ELBO for models with enumerated sites."""
+    return Objective("elbo", Trace_ELBO(num_particles=num_particles, vectorize_particles=True),
+                     enum_elbo=TraceEnum_ELBO(num_particles=num_particles,
+                                              vectorize_particles=True))
 
 
 @OBJECTIVES.register("meanfield")
 def _meanfield(num_particles: int) -> Objective:
+    # TraceMeanField_ELBO has no score-function terms: it needs reparameterized latents
     return Objective(
-        "meanfield", TraceMeanField_ELBO(num_particles=num_particles, vectorize_particles=True))
+        "meanfield", TraceMeanField_ELBO(num_particles=num_particles, vectorize_particles=True),
+        needs_reparam=True)
 
 
 @OBJECTIVES.register("iwae")
 def _iwae(num_particles: int) -> Objective:
-    return Objective("iwae", ImportanceWeightedELBO(num_particles=num_particles))
+    return Objective("iwae", ImportanceWeightedELBO(num_particles=num_particles),
+                     needs_reparam=True)
 
 
 @OBJECTIVES.register("score")

@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import save_image  # noqa: E402
 
+from models.base import call_with_labels  # noqa: E402
+
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
     save_image(images.detach().float().clamp(0, 1).cpu(), str(path), nrow=nrow, padding=2,
@@ -24,10 +26,10 @@ def samples(model, path: Path, n: int = 64) -> None:
 
 
 @torch.no_grad()
-def reconstructions(model, x: torch.Tensor, path: Path) -> None:
+def reconstructions(model, x: torch.Tensor, y: torch.Tensor, path: Path) -> None:
     """Rows alternate inputs and their reconstructions (means of p(x|z) at the posterior mean)."""
-    x = x[:32]
-    recon = model.reconstruct(x)
+    x, y = x[:32], y[:32]
+    recon = call_with_labels(model, "reconstruct", x, y)
     rows = []
     for i in range(0, len(x), 8):
         rows += [x[i:i + 8], recon[i:i + 8]]
@@ -37,7 +39,7 @@ def reconstructions(model, x: torch.Tensor, path: Path) -> None:
 @torch.no_grad()
 def latent(model, x: torch.Tensor, y: torch.Tensor, path: Path) -> None:
     """Posterior means coloured by label; projected on two principal components if z_dim > 2."""
-    z = model.encode(x).flatten(1).cpu()
+    z = call_with_labels(model, "encode", x, y).float().reshape(len(x), -1).cpu()
     title = "posterior means"
     if z.shape[1] > 2:
         z = z - z.mean(0)
@@ -92,7 +94,7 @@ def write_all(model, data, rows: list[dict], run_dir: Path, n: int = 64) -> list
         samples(model, run_dir / "samples.png", n)
         written.append("samples.png")
     if hasattr(model, "reconstruct"):
-        reconstructions(model, x, run_dir / "reconstructions.png")
+        reconstructions(model, x, y, run_dir / "reconstructions.png")
         written.append("reconstructions.png")
     if hasattr(model, "encode"):
         latent(model, x, y, run_dir / "latent.png")

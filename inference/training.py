@@ -23,9 +23,9 @@ import torch
 from tqdm.auto import tqdm
 
 from models.base import LatentVariableModel
-from models.zoo import MODELS
 
 from . import plots
+from .builder import build_model
 from .checkpoint import (
     atomic_write_text,
     checkpoint_epoch,
@@ -40,7 +40,7 @@ from .data import DATASETS, DataBundle, Split, load_data
 from .errors import ConfigError, DataError, RunDirError
 from .evaluation import evaluate, mean_elbo
 from .metrics import MetricsLog
-from .objectives import Objective, build_objective
+from .objectives import IncompatibleObjective, Objective, build_objective, model_traits
 from .optim import build_optimizer
 
 log = logging.getLogger("aevb")
@@ -56,14 +56,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_model(cfg: Config, x_shape) -> LatentVariableModel:
-    m = cfg.model
-    cls = MODELS.get(m.name)
-    return cls(x_shape=tuple(x_shape), z_dim=m.z_dim, network=m.network,
-               hidden_sizes=list(m.hidden_sizes), activation=m.activation,
-               likelihood=m.likelihood, min_scale=m.min_scale)
-
-
 def check_data(model: LatentVariableModel, data: DataBundle) -> None:
     try:
         for split in (data.train, data.valid, data.test):
@@ -72,8 +64,26 @@ def check_data(model: LatentVariableModel, data: DataBundle) -> None:
         raise DataError(str(exc)) from None
 
 
+def _x_likelihood(cfg: Config) -> str:
+    """The likelihood of the images: the spec's for a spec model, else ``model.likelihood``."""
+    spec = cfg.model.spec if cfg.model.name == "spec" else None
+    if spec:
+        observed = spec.get("observed", {})
+        for name, var in observed.items():
+            if (var.get("data") or name) == "x":
+                return var.get("likelihood", "bernoulli")
+    return cfg.model.likelihood
+
+
+def model_label(cfg: Config) -> str:
+    """``vae``, ``spec:dlgm2`` or ``/path/my_model.py:MyModel``."""
+    if cfg.model.name == "spec" and cfg.model.spec:
+        return f"spec:{cfg.model.spec.get('name', 'model')}"
+    return cfg.model.name
+
+
 def likelihood_note(cfg: Config) -> str | None:
-    if cfg.data.binarization == "none" and cfg.model.likelihood == "bernoulli":
+    if cfg.data.binarization == "none" and _x_likelihood(cfg) == "bernoulli":
         return ("grayscale data under a Bernoulli likelihood: figures are negative cross-entropies, "
                 "not log-likelihoods")
     return None
@@ -109,6 +119,24 @@ def train_epoch(model: LatentVariableModel, objective: Objective, optimizer, spl
     return {"train_objective": value, "seconds": seconds, "images_per_s": num_data / seconds}
 
 
+def prepare_objective(cfg: Config, model: LatentVariableModel, batch) -> Objective:
+    """The configured objective adapted to ``model``, or a :class:`ConfigError` saying why it
+    cannot train it — before anything is trained or written.
+
+    The dry run also lets Pyro guess the plate nesting (which draws random numbers) now, so a
+    fresh run and a resumed one consume the random stream identically.
+    """
+    objective = build_objective(cfg.elbo, cfg.num_particles)
+    try:
+        objective = objective.for_model(model_traits(model, batch))
+        objective.differentiable_loss(model.model, model.guide, batch)  # no backward
+    except IncompatibleObjective as exc:
+        raise ConfigError(str(exc)) from None
+    except (ValueError, NotImplementedError) as exc:
+        raise ConfigError(f"elbo={cfg.elbo} cannot train this model: {exc}") from None
+    return objective
+
+
 def default_run_dir(config_path: str | None) -> Path:
     stem = Path(config_path).stem if config_path else "run"
     return Path("runs") / f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -140,19 +168,16 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, checkpoint: Path 
     device = resolve_device(cfg.device)
     pyro.set_rng_seed(cfg.seed)
     pyro.clear_param_store()
+    model = build_model(cfg.model, DATASETS.get(cfg.data.name).x_shape)  # a bad model fails fast
     data = load_data(cfg.data, device)
-    model = build_model(cfg, data.train.x.shape[1:]).to(device)
+    model = model.to(device)
     check_data(model, data)
     note = likelihood_note(cfg)
     if note:
         warnings.warn(note, stacklevel=2)
-    objective = build_objective(cfg.elbo, cfg.num_particles)
     optimizer = build_optimizer(cfg.optim.name, model.parameters(), cfg.optim.lr,
                                 cfg.optim.weight_decay)
-    # Let the objective inspect the model once (Pyro guesses plate nesting by running it), so a
-    # fresh run and a resumed one consume the random stream identically.
-    with torch.no_grad():
-        objective.differentiable_loss(model.model, model.guide, next(data.valid.batches(2)))
+    objective = prepare_objective(cfg, model, next(data.valid.batches(2)))
     start_epoch = 0
     if payload is not None:
         model.load_state_dict(payload["model"])
@@ -186,6 +211,7 @@ def write_evaluation(model, data: DataBundle, cfg: Config, run_dir: Path, num_sa
     checkpoints = list_checkpoints(run_dir)
     result |= {"split": "test", "data": data.description, "data_source": data.source,
                "epochs_trained": checkpoint_epoch(checkpoints[-1]) if checkpoints else 0,
+               "model": model_label(cfg),
                "objective": cfg.elbo, "num_particles": cfg.num_particles,
                "note": likelihood_note(cfg), "environment": _environment(device)}
     atomic_write_text(out or run_dir / "evaluation.json", json.dumps(result, indent=2) + "\n")
@@ -207,6 +233,6 @@ def load_run(run_dir: Path, checkpoint: Path | None = None, device: str | None =
         cfg = replace(cfg, data=replace(cfg.data, **data_overrides))
     dev = resolve_device(cfg.device)
     data = load_data(cfg.data, dev) if with_data else None
-    model = build_model(cfg, DATASETS.get(cfg.data.name).x_shape)
+    model = build_model(cfg.model, DATASETS.get(cfg.data.name).x_shape)
     model.load_state_dict(payload["model"])
     return cfg, model.to(dev).eval(), data, dev

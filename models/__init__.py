@@ -1,14 +1,16 @@
 """aevb's latent-variable models: Pyro model/guide pairs with networks registered as modules."""
 
 from .base import DATA_PLATE, Batch, LatentVariableModel
-from .likelihoods import LIKELIHOODS
+from .families import FAMILIES, VALUE_TYPES
 from .linear_gaussian import LinearGaussianVAE
-from .networks import ACTIVATIONS, NETWORKS
+from .networks import ACTIVATIONS, NETWORKS, register_network
 from .registry import Registry, UnknownNameError
+from .spec import ModelSpec, SpecError, SpecModel, compile_spec, load_spec
 from .vae import VAE
 from .zoo import MODELS, register_model
 
 __all__ = [
-    "ACTIVATIONS", "DATA_PLATE", "LIKELIHOODS", "MODELS", "NETWORKS", "VAE", "Batch",
-    "LatentVariableModel", "LinearGaussianVAE", "Registry", "UnknownNameError", "register_model",
+    "ACTIVATIONS", "DATA_PLATE", "FAMILIES", "MODELS", "NETWORKS", "VALUE_TYPES", "VAE", "Batch",
+    "LatentVariableModel", "LinearGaussianVAE", "ModelSpec", "Registry", "SpecError", "SpecModel",
+    "UnknownNameError", "compile_spec", "load_spec", "register_model", "register_network",
 ]

@@ -1,16 +1,31 @@
 """The contract between a latent-variable model and aevb's training, evaluation and CLI.
 
-A model is a :class:`~pyro.nn.PyroModule` with two methods, ``model(batch)`` and
-``guide(batch)``, written with Pyro primitives. Every observed site and every latent site that
-belongs to one datapoint lives inside the plate returned by :meth:`LatentVariableModel.data_plate`
-(named ``"data"``), which carries the paper's minibatch scaling N/M (Kingma & Welling 2014,
-eq. 8). The model never computes its own loss: the objective (``elbo``, ``meanfield``, ``iwae``,
-``score``) is chosen by the trainer.
+Any class that keeps this contract trains, evaluates, samples, checkpoints and resumes through
+``aevb`` with every objective that can handle it; the shipped models (``vae``, ``spec``, ...)
+use no other path. A model
 
-Optional methods used for pictures and diagnostics: ``encode(x)`` (posterior mean of the
-latent code), ``reconstruct(x)`` (mean of p(x|z) at z = encode(x)), ``generate(n)`` (means of
-p(x|z) for z drawn from the prior) and ``check_data(x)`` (raise ``ValueError`` for data the
-likelihood cannot score).
+* is a :class:`~pyro.nn.PyroModule` (so its networks are registered modules and
+  ``model.parameters()`` is what the optimizer steps), built as ``cls(x_shape=..., **options)``;
+* has ``model(batch)`` and ``guide(batch)`` written with Pyro primitives, taking a
+  :class:`Batch`. Every site that belongs to one datapoint lives inside the plate returned by
+  :meth:`LatentVariableModel.data_plate` (named ``"data"``), which carries the paper's minibatch
+  scaling N/M (Kingma & Welling 2014, eq. 8). The model never computes its own loss: the
+  objective (``elbo``, ``meanfield``, ``iwae``, ``score``, ...) is chosen by the trainer;
+* names its observed sites in ``observed_sites`` and says how it uses labels in ``labels``:
+  ``"unused"``, ``"required"`` (a conditioning input, as in a CVAE) or ``"optional"`` (observed
+  when the batch has them, inferred by the guide when not, as in M2; evaluation then reports
+  log p(x) with the labels hidden);
+* may mark discrete guide sites ``infer={"enumerate": "parallel"}``; the trainer then uses an
+  objective that sums them out exactly (TraceEnum_ELBO) or refuses one that cannot.
+
+Optional methods used for pictures and diagnostics: ``encode(x, y=None)`` (posterior mean of
+the latent code), ``reconstruct(x, y=None)`` (mean of p(x|.) at the posterior means),
+``generate(n)`` (means of p(x|.) with the latents drawn from the prior) and ``check_data(x)``
+(raise ``ValueError`` for data the likelihood cannot score). ``y`` is passed only to models whose
+``labels`` is ``"required"``.
+
+Register a model with :func:`models.zoo.register_model`, or point the CLI at a file:
+``aevb train model=path/to/my_model.py:MyModel``.
 """
 
 from __future__ import annotations
@@ -56,6 +71,8 @@ class LatentVariableModel(PyroModule):
 
     #: names of the sample sites that are observed in ``model``
     observed_sites: tuple[str, ...] = ("x",)
+    #: how the model uses ``batch.y``: ``"unused"``, ``"required"`` or ``"optional"``
+    labels: str = "unused"
 
     def data_plate(self, batch: Batch) -> pyro.plate:
         """The datapoint plate with the N/M scaling of Kingma & Welling (2014), eq. 8."""
@@ -75,3 +92,28 @@ class LatentVariableModel(PyroModule):
 
     def check_data(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` when the likelihood cannot score ``x``. Default: accept."""
+
+
+LABEL_USES = ("unused", "required", "optional")
+
+
+def labels_of(model) -> str:
+    """The model's ``labels`` attribute (``"unused"`` when absent), checked."""
+    use = getattr(model, "labels", "unused")
+    if use not in LABEL_USES:
+        raise ValueError(f"{type(model).__name__}.labels is {use!r}; use one of {', '.join(LABEL_USES)}")
+    return use
+
+
+def for_evaluation(model, batch: Batch) -> Batch:
+    """The batch as evaluation shows it to ``model``: labels hidden unless the model needs them,
+    so that figures are log p(x) (or log p(x|y) for a conditional model)."""
+    if labels_of(model) == "required" or batch.y is None:
+        return batch
+    return Batch(batch.x, None, batch.index, batch.num_data)
+
+
+def call_with_labels(model, method: str, x: torch.Tensor, y: torch.Tensor | None):
+    """``model.<method>(x)``, passing ``y=`` to models that require labels."""
+    fn = getattr(model, method)
+    return fn(x, y=y) if labels_of(model) == "required" else fn(x)

@@ -1,20 +1,27 @@
-"""Encoder and decoder networks (plain ``torch.nn``), chosen by name from :data:`NETWORKS`.
+"""Networks that map the values of some variables to the parameters of one distribution.
 
-Encoders map ``x`` of shape ``(..., C, H, W)`` to a flat vector of ``out_features``; decoders map
-``z`` of shape ``(..., z_dim)`` to ``(..., out_channels, H, W)``. Leading dimensions (particles,
-batch) are arbitrary, so Pyro's vectorized particles pass straight through.
+Every network in aevb — the VAE's encoder and decoder as much as a spec's ``p(z1|z2)`` — has one
+signature: it is built by a factory from :data:`NETWORKS` as
+``factory(in_shapes, out_shape, hidden, activation, **options)`` and called as
+``net(*inputs)``, where ``inputs[i]`` has shape ``(..., *in_shapes[i])`` (categorical values
+arrive one-hot) and the result has shape ``(..., *out_shape)``. Leading dimensions (particles,
+enumerated values, the batch) are arbitrary and broadcast against each other, so Pyro's
+vectorized particles and parallel enumeration pass straight through.
+
+Register your own with :func:`register_network`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from .registry import Registry
+
+Shape = tuple[int, ...]
 
 ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation")
 for _name, _cls in {
@@ -26,6 +33,19 @@ for _name, _cls in {
     "sigmoid": nn.Sigmoid,
 }.items():
     ACTIVATIONS.register(_name)(_cls)
+
+#: factories ``(in_shapes, out_shape, hidden, activation, **options) -> nn.Module``
+NETWORKS: Registry[Callable[..., nn.Module]] = Registry("network")
+
+
+def register_network(name: str):
+    """Decorator adding a network factory (or ``nn.Module`` class) to :data:`NETWORKS`.
+
+    The factory is called as ``factory(in_shapes, out_shape, hidden, activation, **options)``
+    (``options`` from the spec's ``networks.<name>.options``) and must return a module whose
+    ``forward(*inputs)`` follows the shapes in this module's docstring.
+    """
+    return NETWORKS.register(name)
 
 
 def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
@@ -39,83 +59,97 @@ def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class MLPEncoder(nn.Module):
-    """x -> hidden_sizes -> out_features (Kingma & Welling 2014, appendix C)."""
+def flatten_inputs(inputs: Sequence[torch.Tensor], in_shapes: Sequence[Shape]) -> torch.Tensor:
+    """Flatten each input's trailing ``in_shape`` to a vector, broadcast the leading dimensions
+    of all inputs against each other and concatenate the vectors."""
+    flat = [v.reshape(*v.shape[: v.dim() - len(s)], math.prod(s)) for v, s in
+            zip(inputs, in_shapes, strict=True)]
+    if len(flat) == 1:
+        return flat[0]
+    lead = torch.broadcast_shapes(*(f.shape[:-1] for f in flat))
+    return torch.cat([f.expand(*lead, f.shape[-1]) for f in flat], dim=-1)
 
-    def __init__(self, x_shape, out_features, hidden_sizes, activation):
+
+@register_network("mlp")
+class MLPNet(nn.Module):
+    """Concatenated, flattened inputs -> ``hidden`` layers -> ``out_shape`` (Kingma & Welling 2014,
+    appendix C: one hidden layer of tanh units)."""
+
+    def __init__(self, in_shapes: Sequence[Shape], out_shape: Shape, hidden: Sequence[int] = (400,),
+                 activation: str = "tanh"):
         super().__init__()
-        self.x_shape = tuple(x_shape)
-        self.net = mlp([math.prod(self.x_shape), *hidden_sizes, out_features], activation)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.flatten(-len(self.x_shape)))
-
-
-class MLPDecoder(nn.Module):
-    """z -> reversed(hidden_sizes) -> out_channels x H x W."""
-
-    def __init__(self, z_dim, x_shape, out_channels, hidden_sizes, activation):
-        super().__init__()
-        _, h, w = x_shape
-        self.out_shape = (out_channels, h, w)
-        sizes = [z_dim, *reversed(list(hidden_sizes)), math.prod(self.out_shape)]
+        self.in_shapes = [tuple(s) for s in in_shapes]
+        self.out_shape = tuple(out_shape)
+        sizes = [sum(math.prod(s) for s in self.in_shapes), *hidden, math.prod(self.out_shape)]
         self.net = mlp(sizes, activation)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).unflatten(-1, self.out_shape)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(flatten_inputs(inputs, self.in_shapes)).unflatten(-1, self.out_shape)
 
 
-def _check_28x28(x_shape) -> None:
-    if tuple(x_shape[-2:]) != (28, 28):
-        raise ValueError(f"network=conv is built for 28x28 images, got shape {tuple(x_shape)}; "
-                         "use network=mlp for other sizes")
+def _is_image(shape: Shape) -> bool:
+    return len(shape) == 3
 
 
-class ConvEncoder(nn.Module):
-    """Two stride-2 convolutions (28 -> 14 -> 7), then an MLP head."""
+def _check_28x28(shape: Shape) -> None:
+    if tuple(shape[-2:]) != (28, 28):
+        raise ValueError(f"network type conv is built for 28x28 images, got shape {tuple(shape)}; "
+                         "use type mlp for other sizes")
 
-    def __init__(self, x_shape, out_features, hidden_sizes, activation):
+
+@register_network("conv")
+class ConvNet(nn.Module):
+    """For 28x28 images. Image inputs pass two stride-2 convolutions (28 -> 14 -> 7, 32 and 64
+    channels); their features are concatenated with the other inputs and pass ``hidden`` layers.
+    An image output comes from a 64x7x7 layer and two stride-2 transposed convolutions
+    (7 -> 14 -> 28); any other output from a linear layer."""
+
+    def __init__(self, in_shapes: Sequence[Shape], out_shape: Shape, hidden: Sequence[int] = (400,),
+                 activation: str = "tanh"):
         super().__init__()
-        _check_28x28(x_shape)
         act = ACTIVATIONS.get(activation)
-        self.x_shape = tuple(x_shape)
-        self.conv = nn.Sequential(
-            nn.Conv2d(x_shape[0], 32, 4, 2, 1), act(), nn.Conv2d(32, 64, 4, 2, 1), act(),
-            nn.Flatten(),
-        )
-        self.head = mlp([64 * 7 * 7, *hidden_sizes, out_features], activation)
+        self.in_shapes = [tuple(s) for s in in_shapes]
+        self.out_shape = tuple(out_shape)
+        self.trunks = nn.ModuleDict()
+        features = []
+        for i, s in enumerate(self.in_shapes):
+            if _is_image(s):
+                _check_28x28(s)
+                self.trunks[str(i)] = nn.Sequential(
+                    nn.Conv2d(s[0], 32, 4, 2, 1), act(), nn.Conv2d(32, 64, 4, 2, 1), act(),
+                    nn.Flatten())
+                features.append((64 * 7 * 7,))
+            else:
+                features.append(s)
+        self.feature_shapes = features
+        n_in = sum(math.prod(s) for s in features)
+        if _is_image(self.out_shape):
+            _check_28x28(self.out_shape)
+            self.head = nn.Sequential(mlp([n_in, *hidden, 64 * 7 * 7], activation), act())
+            self.deconv: nn.Module | None = nn.Sequential(
+                nn.ConvTranspose2d(64, 32, 4, 2, 1), act(),
+                nn.ConvTranspose2d(32, self.out_shape[0], 4, 2, 1))
+        else:
+            self.head = mlp([n_in, *hidden, math.prod(self.out_shape)], activation)
+            self.deconv = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[: -len(self.x_shape)]
-        h = self.conv(x.reshape(-1, *self.x_shape))
-        return self.head(h).reshape(*lead, -1)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        feats = []
+        for i, (v, s) in enumerate(zip(inputs, self.in_shapes, strict=True)):
+            if str(i) in self.trunks:
+                lead = v.shape[: v.dim() - 3]
+                v = self.trunks[str(i)](v.reshape(-1, *s)).reshape(*lead, -1)
+            feats.append(v)
+        h = self.head(flatten_inputs(feats, self.feature_shapes))
+        if self.deconv is None:
+            return h.unflatten(-1, self.out_shape)
+        lead = h.shape[:-1]
+        out = self.deconv(h.reshape(-1, 64, 7, 7))
+        return out.reshape(*lead, *self.out_shape)
 
 
-class ConvDecoder(nn.Module):
-    """An MLP to 64x7x7, then two stride-2 transposed convolutions (7 -> 14 -> 28)."""
-
-    def __init__(self, z_dim, x_shape, out_channels, hidden_sizes, activation):
-        super().__init__()
-        _check_28x28(x_shape)
-        act = ACTIVATIONS.get(activation)
-        self.out_channels = out_channels
-        self.fc = nn.Sequential(mlp([z_dim, *reversed(list(hidden_sizes)), 64 * 7 * 7], activation),
-                                act())
-        self.deconv = nn.Sequential(
-            nn.ConvTranspose2d(64, 32, 4, 2, 1), act(), nn.ConvTranspose2d(32, out_channels, 4, 2, 1)
-        )
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        lead = z.shape[:-1]
-        h = self.fc(z.reshape(-1, z.shape[-1])).reshape(-1, 64, 7, 7)
-        return self.deconv(h).reshape(*lead, self.out_channels, 28, 28)
-
-
-class NetworkPair(NamedTuple):
-    encoder: type[nn.Module]
-    decoder: type[nn.Module]
-
-
-NETWORKS: Registry[NetworkPair] = Registry("network")
-NETWORKS.register("mlp")(NetworkPair(MLPEncoder, MLPDecoder))
-NETWORKS.register("conv")(NetworkPair(ConvEncoder, ConvDecoder))
+def build_network(kind: str, in_shapes: Sequence[Shape], out_shape: Shape,
+                  hidden: Sequence[int], activation: str, **options) -> nn.Module:
+    """The network registered as ``kind``, mapping ``in_shapes`` to ``out_shape``."""
+    return NETWORKS.get(kind)([tuple(s) for s in in_shapes], tuple(out_shape), list(hidden),
+                              activation, **options)

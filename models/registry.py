@@ -19,10 +19,12 @@ class Registry(Generic[T]):
     """Maps names to objects (classes or factories).
 
     :param str kind: what the registry holds, used in error messages (e.g. ``"objective"``).
+    :param str plural: its plural (default ``kind + "s"``).
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, plural: str | None = None):
         self.kind = kind
+        self.plural = plural or kind + "s"
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -41,7 +43,7 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names())}"
+                f"unknown {self.kind} {name!r}; valid {self.plural}: {', '.join(self.names())}"
             ) from None
 
     def names(self) -> list[str]:

@@ -6,12 +6,11 @@ from collections.abc import Sequence
 
 import pyro
 import torch
-import torch.nn.functional as F
 from pyro import distributions as dist
 
 from .base import Batch, LatentVariableModel
-from .likelihoods import LIKELIHOODS
-from .networks import NETWORKS
+from .families import FAMILIES, VALUE_TYPES, DiagonalNormal, build_family
+from .networks import build_network
 from .zoo import register_model
 
 
@@ -25,12 +24,13 @@ class VAE(LatentVariableModel):
 
     :param tuple x_shape: shape of one observation, ``(C, H, W)``.
     :param int z_dim: latent dimension (default 50).
-    :param str network: ``"mlp"`` (default) or ``"conv"`` (28x28 images); see
-        :data:`~models.networks.NETWORKS`.
+    :param str network: ``"mlp"`` (default), ``"conv"`` (28x28 images) or any name registered
+        in :data:`~models.networks.NETWORKS`.
     :param hidden_sizes: hidden layer sizes of the encoder; the decoder mirrors them
         (default ``(400,)``).
     :param str activation: hidden activation (default ``"tanh"``, as in the paper).
-    :param str likelihood: ``"bernoulli"`` (default) or ``"gaussian"``.
+    :param str likelihood: ``"bernoulli"`` (default), ``"gaussian"`` or another family of
+        :data:`~models.families.FAMILIES`.
     :param float min_scale: floor of the Gaussian likelihood's scale (default 0.01).
     """
 
@@ -49,15 +49,18 @@ class VAE(LatentVariableModel):
         super().__init__()
         self.x_shape = tuple(x_shape)
         self.z_dim = z_dim
-        self.likelihood = LIKELIHOODS.get(likelihood)(min_scale=min_scale)
-        nets = NETWORKS.get(network)
-        self.encoder = nets.encoder(self.x_shape, 2 * z_dim, hidden_sizes, activation)
-        channels = self.likelihood.num_params * self.x_shape[0]
-        self.decoder = nets.decoder(z_dim, self.x_shape, channels, hidden_sizes, activation)
+        scaled = issubclass(FAMILIES.get(likelihood), DiagonalNormal)
+        options = {"min_scale": min_scale} if scaled else {}
+        self.likelihood = build_family(likelihood, self.x_shape, **options)
+        self.posterior_family = build_family("diag", (z_dim,))
+        self.encoder = build_network(network, [self.x_shape], self.posterior_family.param_shape,
+                                     hidden_sizes, activation)
+        self.decoder = build_network(network, [(z_dim,)], self.likelihood.param_shape,
+                                     list(reversed(list(hidden_sizes))), activation)
 
     # -- the model/guide pair -------------------------------------------------------------
     def prior(self, like: torch.Tensor) -> dist.TorchDistribution:
-        return dist.Normal(like.new_zeros(()), 1.0).expand([self.z_dim]).to_event(1)
+        return VALUE_TYPES.get("normal").standard((self.z_dim,), None, like)
 
     def model(self, batch: Batch) -> None:
         with self.data_plate(batch):
@@ -72,8 +75,7 @@ class VAE(LatentVariableModel):
     # -- helpers used by the trainer, evaluation and pictures -----------------------------
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and standard deviation of q(z|x)."""
-        loc, raw_scale = self.encoder(x).chunk(2, dim=-1)
-        return loc, F.softplus(raw_scale) + 1e-5
+        return self.posterior_family.split(self.encoder(x))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.posterior(x)[0]
@@ -95,3 +97,4 @@ class VAE(LatentVariableModel):
             raise ValueError(f"the model expects images of shape {self.x_shape}, "
                              f"the data has {tuple(x.shape[1:])}")
         self.likelihood.check_data(x)
+

@@ -30,7 +30,7 @@ def untrained_valid_elbo(cfg) -> float:
     from inference.training import build_model
 
     torch.manual_seed(cfg.seed)
-    return mean_elbo(build_model(cfg, (1, 28, 28)), load_data(cfg.data).valid)
+    return mean_elbo(build_model(cfg.model, (1, 28, 28)), load_data(cfg.data).valid)
 
 
 def test_short_run_improves_validation_elbo_and_writes_every_output(fashion_dir, tmp_path):
