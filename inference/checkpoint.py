@@ -59,12 +59,15 @@ def _as_tuple(x):
 
 
 def save_checkpoint(run_dir: Path, epoch: int, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, config: dict, keep: int = 2) -> Path:
-    """Write ``checkpoints/epoch-NNNN.pt`` atomically and keep the newest ``keep`` of them."""
+                    optimizer: torch.optim.Optimizer, config: dict, keep: int = 2,
+                    extra: dict | None = None) -> Path:
+    """Write ``checkpoints/epoch-NNNN.pt`` atomically and keep the newest ``keep`` of them.
+    ``extra`` holds further run state (plain data and tensors)."""
     folder = Path(run_dir) / CHECKPOINT_DIR
     path = folder / f"epoch-{epoch:04d}.pt"
     payload = {"format": FORMAT, "epoch": epoch, "model": model.state_dict(),
-               "optimizer": optimizer.state_dict(), "rng": rng_state(), "config": config}
+               "optimizer": optimizer.state_dict(), "rng": rng_state(), "config": config,
+               "extra": extra or {}}
     atomic_write_bytes(path, lambda f: torch.save(payload, f))
     for old in list_checkpoints(run_dir)[:-keep]:
         old.unlink()

@@ -8,6 +8,7 @@ Examples::
     aevb train --resume runs/vae_fashion-20261122-101500 train.epochs=20
     aevb evaluate runs/vae_fashion-20261122-101500 --num-samples 5000
     aevb sample runs/vae_fashion-20261122-101500 -n 64
+    aevb experiment semisupervised --labels 100,1000 --seeds 3 --epochs 10 --out results/ss
 """
 
 from __future__ import annotations
@@ -97,6 +98,29 @@ def _sample(args) -> int:
     return 0
 
 
+def _experiment(args) -> int:
+    from .experiments import Experiment, ExperimentConfig
+
+    def ints(text: str) -> list[int]:
+        try:
+            return [int(v) for v in text.split(",") if v]
+        except ValueError:
+            raise AevbError(f"--labels {text!r}: give comma-separated integers, e.g. 100,1000") \
+                from None
+
+    cfg = ExperimentConfig(
+        dataset=args.dataset, labels=ints(args.labels), seeds=args.seeds, epochs=args.epochs,
+        methods=[m for m in args.methods.split(",") if m], batch_size=args.batch_size, lr=args.lr,
+        alpha=args.alpha, m1_epochs=args.m1_epochs, binarization=args.binarization,
+        train_size=args.train_size, test_size=args.test_size, data_dir=args.data_dir,
+        device=args.device or "auto")
+    out = Path(args.out or f"results/semisupervised-{args.dataset}")
+    rows = Experiment(cfg, out, progress=not args.no_progress).run_all()
+    print((out / "results.md").read_text(), end="")
+    print(out)
+    return 0 if rows else 1
+
+
 def _path(p):
     return Path(p) if p else None
 
@@ -139,6 +163,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint")
     s.add_argument("--device")
     s.set_defaults(func=_sample)
+
+    x = sub.add_parser("experiment", help="multi-run experiments with results tables")
+    xs = x.add_subparsers(dest="experiment", required=True)
+    ss = xs.add_parser("semisupervised", help="M2, M1+M2 and a supervised baseline over label "
+                                              "counts and seeds (Kingma et al. 2014)")
+    ss.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist or mnist")
+    ss.add_argument("--labels", default="100,600,1000,3000", help="labelled images, comma-separated")
+    ss.add_argument("--seeds", type=int, default=3, help="seeds per (method, labels)")
+    ss.add_argument("--epochs", type=int, default=10)
+    ss.add_argument("--methods", default="m2,m1m2,baseline")
+    ss.add_argument("--batch-size", type=int, default=128)
+    ss.add_argument("--lr", type=float, default=1e-3)
+    ss.add_argument("--alpha", type=float, default=0.1, help="classification weight, times N")
+    ss.add_argument("--m1-epochs", type=int, help="epochs of M1 (default: --epochs)")
+    ss.add_argument("--binarization", default="dynamic", choices=["dynamic", "static", "none"])
+    ss.add_argument("--train-size", type=int, help="first n training images only (quick runs)")
+    ss.add_argument("--test-size", type=int, help="first n validation and test images only")
+    ss.add_argument("--data-dir")
+    ss.add_argument("--device")
+    ss.add_argument("--out", help="results folder (default results/semisupervised-DATASET)")
+    ss.add_argument("--no-progress", action="store_true")
+    ss.set_defaults(func=_experiment)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -74,8 +75,24 @@ def curves(rows: list[dict], path: Path) -> None:
     for key, label in (("train_objective", "train objective"), ("valid_elbo", "validation ELBO")):
         if rows and key in rows[0]:
             ax.plot(epochs, [r[key] for r in rows], marker="o", label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("nats per datapoint")
+    _finish(fig, ax, path, "epoch", "nats per datapoint")
+
+
+def accuracy_vs_labels(rows: list[dict], path: Path) -> None:
+    """Test accuracy (mean and 95% interval over seeds) against the number of labels."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in sorted({r["method"] for r in rows}):
+        mine = [r for r in rows if r["method"] == method]
+        ci = [0.0 if math.isnan(r["ci95"]) else 100 * r["ci95"] for r in mine]
+        ax.errorbar([r["labels"] for r in mine], [100 * r["accuracy"] for r in mine], yerr=ci,
+                    marker="o", capsize=3, label=method)
+    ax.set_xscale("log")
+    _finish(fig, ax, path, "labelled training images", "test accuracy (%)")
+
+
+def _finish(fig, ax, path: Path, xlabel: str, ylabel: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -8,7 +8,7 @@ import pytest
 
 from inference.cli import build_parser, main
 
-TESTED = {"train", "evaluate", "sample"}
+TESTED = {"train", "evaluate", "sample", "experiment"}
 
 
 def test_every_subcommand_has_a_smoke_test():
@@ -34,6 +34,17 @@ def test_train_evaluate_sample_and_resume(fashion_dir, tmp_path, capsys):
     assert result["epochs_trained"] == 2
     assert main(["sample", str(run), "-n", "16", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").stat().st_size > 0
+
+
+@pytest.mark.data
+def test_experiment_semisupervised(fashion_dir, tmp_path, capsys):
+    out = tmp_path / "ss"
+    assert main(["experiment", "semisupervised", "--labels", "20", "--seeds", "1", "--epochs", "1",
+                 "--methods", "m2,baseline", "--train-size", "200", "--test-size", "50",
+                 "--data-dir", str(fashion_dir), "--out", str(out), "--no-progress",
+                 "--device", "cpu"]) == 0
+    assert "| baseline | 20 | 1 |" in capsys.readouterr().out
+    assert main(["experiment", "semisupervised", "--labels", "2x"]) == 2
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys):

@@ -431,6 +431,29 @@ class SpecModel(LatentVariableModel):
                 values[name] = torch.arange(num_samples, device=like.device) % var.num_classes
         return self._observation_means(values, like, sample_latents=True)
 
+    @torch.no_grad()
+    def label_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits of q(y|x) for the categorical variable read from ``batch.y`` (M2's
+        classifier; Kingma et al. 2014 classify by its argmax)."""
+        label = next((n for n in self.guide_order if self.variables[n].data == "y"
+                      and self.variables[n].vtype.enumerable), None)
+        if label is None:
+            raise ValueError("the spec has no categorical variable read from batch.y")
+        values = self._given(Batch(x), ("input", "observed"))
+        for name in self.guide_order:
+            cond = self.posteriors[name]
+            if name == label:
+                return self._params(cond, values)
+            assert cond.family is not None
+            values[name] = cond.family.mean(self._params(cond, values))
+        raise AssertionError(label)
+
+    @torch.no_grad()
+    def observation_mean(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The mean of the x-observation given values of its parents (and their ancestors)."""
+        like = next(self.parameters())
+        return self._observation_means(dict(values), like, sample_latents=False)
+
     def check_data(self, x: torch.Tensor) -> None:
         for var in self.variables.values():
             if var.role == "observed" and var.data == "x":

@@ -1,0 +1,250 @@
+"""``aevb experiment semisupervised``: every (method, N_labels, seed) run, resumable, then a table.
+
+A results folder holds ``experiment.json`` (the settings), one folder per run under ``runs/``
+(metrics, a checkpoint each epoch, ``result.json`` when finished, M2's ``analogies.png``), M1
+models under ``m1/`` shared by the M1+M2 runs of a seed, and ``results.md``, ``results.csv``
+and ``accuracy.png``. Restarted with the same arguments, the runner skips finished runs and
+resumes the unfinished one from its last epoch. Model selection: each run reports the test
+accuracy at the epoch with the best validation accuracy.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from models.vae import VAE
+
+from .checkpoint import (
+    atomic_write_bytes,
+    atomic_write_text,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from .config import DataConfig
+from .data import load_data
+from .errors import ConfigError, RunDirError
+from .metrics import MetricsLog
+from .objectives import build_objective
+from .plots import accuracy_vs_labels, save_grid
+from .semisupervised import (
+    METHODS,
+    Method,
+    SemiData,
+    Settings,
+    accuracy,
+    label_split,
+    m1_features,
+    subset,
+)
+from .training import resolve_device, train_epoch
+
+# two-sided 95% quantiles of Student's t, by degrees of freedom
+T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+       2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+       2.052, 2.048, 2.045, 2.042]
+
+
+@dataclass
+class ExperimentConfig:
+    """The settings of a semi-supervised experiment (stored as ``experiment.json``)."""
+
+    dataset: str = "fashion-mnist"
+    labels: list[int] = field(default_factory=lambda: [100, 600, 1000, 3000])
+    seeds: int = 3
+    epochs: int = 10
+    methods: list[str] = field(default_factory=lambda: ["m2", "m1m2", "baseline"])
+    batch_size: int = 128
+    lr: float = 1e-3
+    alpha: float = 0.1
+    m1_epochs: int | None = None  # default: epochs
+    binarization: str = "dynamic"
+    train_size: int | None = None
+    test_size: int | None = None
+    validation_size: int = 10000
+    data_dir: str | None = None
+    device: str = "auto"
+
+    def check(self) -> None:
+        for m in self.methods:
+            if m not in METHODS:
+                raise ConfigError(f"--methods: unknown method {m!r}; valid methods: "
+                                  f"{', '.join(METHODS.names())}")
+        for key in ("seeds", "epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"--{key.replace('_', '-')} must be >= 1")
+        if not self.labels:
+            raise ConfigError("--labels: give at least one label count, e.g. 100,1000")
+
+    def runs(self) -> list[tuple[str, int, int]]:
+        return [(m, n, s) for n in self.labels for m in self.methods for s in range(self.seeds)]
+
+
+def t95(n: int) -> float:
+    return T95[n - 2] if 2 <= n <= len(T95) + 1 else 1.96
+
+
+def summarize(results: list[dict]) -> list[dict]:
+    """Mean accuracy and its 95% interval (Student's t over seeds) per (method, N_labels)."""
+    groups: dict[tuple[str, int], list[float]] = {}
+    for r in results:
+        groups.setdefault((r["method"], r["labels"]), []).append(r["test_accuracy"])
+    rows = []
+    for (method, labels), accs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        mean = statistics.fmean(accs)
+        half = t95(len(accs)) * statistics.stdev(accs) / math.sqrt(len(accs)) if len(accs) > 1 \
+            else float("nan")
+        rows.append({"method": method, "labels": labels, "seeds": len(accs), "accuracy": mean,
+                     "ci95": half, "error": 1 - mean})
+    return rows
+
+
+def write_table(rows: list[dict], out: Path, description: str) -> None:
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [description, "", "| method | labels | seeds | test accuracy (mean ± 95% CI) | error |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        ci = "n/a" if math.isnan(r["ci95"]) else f"{100 * r['ci95']:.2f}"
+        lines.append(f"| {r['method']} | {r['labels']} | {r['seeds']} | "
+                     f"{100 * r['accuracy']:.2f}% ± {ci} | {100 * r['error']:.2f}% |")
+    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+
+
+class Experiment:
+    def __init__(self, cfg: ExperimentConfig, out: Path, progress: bool = True):
+        cfg.check()
+        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.device = resolve_device(cfg.device)
+        self._data = None
+
+    # -- the folder -------------------------------------------------------------------------------
+    def claim_folder(self) -> None:
+        settings = self.out / "experiment.json"
+        mine = asdict(self.cfg)
+        if settings.is_file():
+            saved = json.loads(settings.read_text())
+            if saved != mine:
+                diff = sorted(k for k in mine if saved.get(k) != mine[k])
+                raise RunDirError(f"{self.out} holds an experiment with other settings "
+                                  f"({', '.join(diff)} differ); restart it with the same arguments "
+                                  f"or choose another --out")
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(settings, json.dumps(mine, indent=2) + "\n")
+
+    def data(self):
+        if self._data is None:
+            c = self.cfg
+            dcfg = DataConfig(name=c.dataset, data_dir=c.data_dir, binarization=c.binarization,
+                              validation_size=c.validation_size, train_size=c.train_size,
+                              test_size=c.test_size)
+            self._data = load_data(dcfg, self.device)
+        return self._data
+
+    def semi_data(self, labels: int, seed: int) -> SemiData:
+        bundle = self.data()
+        split = label_split(bundle.train.y, labels, seed)
+        return SemiData(subset(bundle.train, split.labelled), subset(bundle.train, split.unlabelled),
+                        bundle.valid, bundle.test)
+
+    # -- M1 (shared by a seed's M1+M2 runs) --------------------------------------------------------
+    def m1(self, seed: int) -> VAE:
+        path = self.out / "m1" / f"seed-{seed}.pt"
+        bundle = self.data()
+        model = VAE(tuple(bundle.train.x.shape[1:])).to(self.device)
+        if path.is_file():
+            model.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+            return model
+        torch.manual_seed(1000 + seed)
+        objective = build_objective("elbo")
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.cfg.lr)
+        for epoch in range(self.cfg.m1_epochs or self.cfg.epochs):
+            train_epoch(model, objective, optimizer, bundle.train, self.cfg.batch_size,
+                        self.progress, desc=f"M1 seed {seed} epoch {epoch + 1}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, lambda f: torch.save(model.state_dict(), f))
+        return model
+
+    # -- one run ---------------------------------------------------------------------------------
+    def run(self, method_name: str, labels: int, seed: int, bar=None) -> dict:
+        run_dir = self.out / "runs" / f"{method_name}-n{labels}-seed{seed}"
+        result_path = run_dir / "result.json"
+        if result_path.is_file():
+            return json.loads(result_path.read_text())
+        data = self.semi_data(labels, seed)
+        if method_name == "m1m2":
+            data = m1_features(self.m1(seed), data, seed)
+        torch.manual_seed(seed)
+        settings = Settings(self.cfg.batch_size, self.cfg.lr, self.cfg.alpha)
+        method: Method = METHODS.get(method_name)(data, settings)
+        state = {"best_valid": -1.0, "best_epoch": 0, "test_at_best": 0.0, "seconds": 0.0}
+        start = 0
+        if list_checkpoints(run_dir):
+            payload = load_checkpoint(latest_checkpoint(run_dir), map_location=self.device)
+            method.module.load_state_dict(payload["model"])
+            method.optimizer.load_state_dict(payload["optimizer"])
+            set_rng_state(payload["rng"])
+            state = payload["extra"]
+            start = int(payload["epoch"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        metrics = MetricsLog(run_dir, tensorboard=False)
+        metrics.truncate(start)
+        info = {"method": method_name, "labels": labels, "seed": seed}
+        for epoch in range(start + 1, self.cfg.epochs + 1):
+            t0 = time.perf_counter()
+            row = {"epoch": epoch} | method.train_epoch()
+            state["seconds"] += time.perf_counter() - t0
+            row["valid_accuracy"] = accuracy(method.classify, data.valid)
+            if row["valid_accuracy"] > state["best_valid"]:
+                state |= {"best_valid": row["valid_accuracy"], "best_epoch": epoch,
+                          "test_at_best": accuracy(method.classify, data.test)}
+            metrics.append(row)
+            save_checkpoint(run_dir, epoch, method.module, method.optimizer, info, keep=1,
+                            extra=state)
+            if bar is not None:
+                bar.set_postfix(run=f"{method_name} n={labels} seed={seed}", epoch=epoch,
+                                valid=f"{row['valid_accuracy']:.3f}")
+        result = info | {
+            "test_accuracy": state["test_at_best"], "valid_accuracy": state["best_valid"],
+            "best_epoch": state["best_epoch"], "final_test_accuracy": accuracy(method.classify,
+                                                                               data.test),
+            "epochs": self.cfg.epochs, "seconds_training": state["seconds"],
+            "num_labelled": len(data.labelled), "num_unlabelled": len(data.unlabelled),
+        }
+        if getattr(method, "draws_images", False):
+            save_grid(method.analogies(data.test.x[:10]), run_dir / "analogies.png", nrow=11)
+        atomic_write_text(result_path, json.dumps(result, indent=2) + "\n")
+        return result
+
+    def run_all(self) -> list[dict]:
+        self.claim_folder()
+        runs = self.cfg.runs()
+        results = []
+        with tqdm(total=len(runs), disable=not self.progress, unit="run", desc="runs") as bar:
+            for method, labels, seed in runs:
+                results.append(self.run(method, labels, seed, bar))
+                bar.update(1)
+        rows = summarize(results)
+        bundle = self.data()
+        d = bundle.description
+        description = (f"{self.cfg.dataset}: {d['num_train']} training images (labelled subset + "
+                       f"the rest unlabelled), {d['num_valid']} validation, {d['num_test']} test; "
+                       f"{self.cfg.binarization} binarization; {self.cfg.epochs} epochs; test "
+                       f"accuracy of argmax q(y|x) at the best validation epoch; "
+                       f"{self.cfg.seeds} seeds" + ("; SUBSET of the data" if d["subset"] else ""))
+        write_table(rows, self.out, description)
+        accuracy_vs_labels(rows, self.out / "accuracy.png")
+        return rows

@@ -1,0 +1,254 @@
+"""Semi-supervised learning with deep generative models (Kingma, Rezende, Mohamed & Welling 2014).
+
+* **Label splits**: a class-balanced labelled subset of N_labels training images (N_labels/C per
+  class) drawn from a seed; the rest of the training set is unlabelled.
+* **Batches**: every unlabelled image once per epoch; each unlabelled batch is paired with a
+  labelled batch from the (recycled) labelled set. Each batch carries its own N/M scale, so one
+  step's loss is the paper's J^alpha (eq. 9) estimated on the pair.
+* **Methods** (:data:`METHODS`): ``m2`` (the spec ``configs/specs/m2.yaml``: y observed on
+  labelled batches, enumerated by TraceEnum_ELBO on unlabelled ones, plus
+  alpha * log q(y|x) on labelled data with alpha = ``alpha`` * N); ``m1m2`` (M2 with a Gaussian
+  likelihood on the latent code of a VAE, M1, trained on all training images); ``baseline``
+  (the same q(y|x) network trained by cross-entropy on the labelled images only).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.base import Batch
+from models.networks import build_network
+from models.registry import Registry
+from models.spec import load_spec
+from models.spec.compiler import SpecModel
+from models.spec.schema import to_dict
+
+from .data import Split
+from .errors import ConfigError
+from .objectives import Objective, build_objective, model_traits
+
+SPECS = Path(__file__).resolve().parents[1] / "configs" / "specs"
+
+
+# -- data -------------------------------------------------------------------------------------
+@dataclass
+class LabelSplit:
+    labelled: torch.Tensor  # indices into the training set, sorted
+    unlabelled: torch.Tensor
+
+
+def label_split(y: torch.Tensor, num_labels: int, seed: int, num_classes: int = 10) -> LabelSplit:
+    """A class-balanced labelled subset of ``num_labels`` indices (``num_labels / num_classes``
+    per class), the same for the same ``seed``, and the complement."""
+    if num_labels % num_classes:
+        raise ConfigError(f"--labels {num_labels}: must be a multiple of the {num_classes} classes "
+                          "(the labelled subset is class-balanced)")
+    per_class = num_labels // num_classes
+    gen = torch.Generator().manual_seed(seed)
+    y = y.cpu()
+    chosen = []
+    for c in range(num_classes):
+        members = (y == c).nonzero().squeeze(1)
+        if len(members) < per_class:
+            raise ConfigError(f"--labels {num_labels}: class {c} has only {len(members)} training "
+                              f"images, fewer than the {per_class} needed")
+        chosen.append(members[torch.randperm(len(members), generator=gen)[:per_class]])
+    labelled = torch.cat(chosen).sort().values
+    mask = torch.ones(len(y), dtype=torch.bool)
+    mask[labelled] = False
+    return LabelSplit(labelled, mask.nonzero().squeeze(1))
+
+
+def subset(split: Split, index: torch.Tensor) -> Split:
+    index = index.to(split.x.device)
+    return Split(split.x[index], split.y[index], split.dynamic)
+
+
+def recycled(split: Split, batch_size: int) -> Iterator[Batch]:
+    """Shuffled passes over ``split`` without end, with its N/M scale."""
+    while True:
+        yield from split.batches(batch_size, shuffle=True, scaled=True)
+
+
+def paired_batches(unlabelled: Split, labelled_stream: Iterator[Batch], batch_size: int
+                   ) -> Iterator[tuple[Batch, Batch]]:
+    """Each unlabelled batch (labels removed) once, each with the next labelled batch."""
+    for b in unlabelled.batches(batch_size, shuffle=True, scaled=True):
+        yield Batch(b.x, None, b.index, b.num_data), next(labelled_stream)
+
+
+@dataclass
+class SemiData:
+    labelled: Split
+    unlabelled: Split
+    valid: Split
+    test: Split
+
+    @property
+    def num_train(self) -> int:
+        return len(self.labelled) + len(self.unlabelled)
+
+
+@torch.no_grad()
+def accuracy(classify, split: Split, batch_size: int = 1000) -> float:
+    correct = 0
+    for b in split.batches(batch_size):
+        correct += int((classify(b.x).argmax(-1) == b.y).sum())
+    return correct / len(split)
+
+
+# -- methods ----------------------------------------------------------------------------------
+@dataclass
+class Settings:
+    batch_size: int = 128
+    lr: float = 1e-3
+    alpha: float = 0.1  # alpha = alpha * N (Kingma et al. 2014, section 3.1.2)
+
+
+class Method:
+    """One way of learning a classifier from a :class:`SemiData`. ``module`` holds every trained
+    parameter (it is what checkpoints save); ``classify(x)`` returns class logits."""
+
+    module: nn.Module
+    optimizer: torch.optim.Optimizer
+
+    def __init__(self, data: SemiData, settings: Settings):
+        self.data, self.settings = data, settings
+        self.labelled_stream = recycled(data.labelled, min(settings.batch_size, len(data.labelled)))
+
+    def train_epoch(self) -> dict:
+        raise NotImplementedError
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def m2_spec(name: str, data: SemiData, alpha: float) -> dict:
+    """The M2 spec with aux_weight = alpha * N / N_labelled: the paper's alpha * N times the
+    labelled mean of log q(y|x) becomes a per-labelled-image weight under our N/M scaling."""
+    spec = to_dict(load_spec(SPECS / f"{name}.yaml"))
+    spec["sometimes_observed"]["y"]["posterior"]["aux_weight"] = \
+        alpha * data.num_train / len(data.labelled)
+    return spec
+
+
+@METHODS.register("m2")
+class M2(Method):
+    """M2 from ``configs/specs/m2.yaml`` trained on labelled and unlabelled batches together."""
+
+    spec_name = "m2"
+    draws_images = True  # the analogies picture
+
+    def __init__(self, data: SemiData, settings: Settings):
+        super().__init__(data, settings)
+        x_shape = tuple(data.unlabelled.x.shape[1:])
+        self.module = SpecModel(x_shape, m2_spec(self.spec_name, data, settings.alpha))
+        self.module.to(data.unlabelled.x.device)
+        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=settings.lr)
+        first = next(data.unlabelled.batches(2))
+        self.objective: Objective = build_objective("elbo").for_model(
+            model_traits(self.module, Batch(first.x, first.y)))
+
+    def train_epoch(self) -> dict:
+        model, total, steps = self.module, torch.zeros(()), 0
+        model.train()
+        for unlabelled, labelled in paired_batches(self.data.unlabelled, self.labelled_stream,
+                                                   self.settings.batch_size):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = (self.objective.differentiable_loss(model.model, model.guide, unlabelled)
+                    + self.objective.differentiable_loss(model.model, model.guide, labelled))
+            loss.backward()
+            self.optimizer.step()
+            total = total + loss.detach().cpu()
+            steps += 1
+        if not math.isfinite(float(total)):
+            raise FloatingPointError("M2 training diverged (the objective is not finite); "
+                                     "lower --lr")
+        return {"train_objective": -float(total) / steps / self.data.num_train}
+
+    def classify(self, x):
+        return self.module.label_logits(x)
+
+    @torch.no_grad()
+    def analogies(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows: test images, then the decoder's mean with z (style) inferred from each image
+        and y set to every class (Kingma et al. 2014, Figure 1)."""
+        model = self.module
+        model.eval()
+        z = model.encode(x)
+        classes = model.variables["y"].num_classes
+        rows = []
+        for i in range(len(x)):
+            ys = torch.arange(classes, device=x.device)
+            gen = model.observation_mean({"y": ys, "z": z[i].expand(classes, -1)})
+            rows += [x[i:i + 1], gen]
+        return torch.cat(rows)
+
+
+@METHODS.register("m1m2")
+class M1M2(M2):
+    """M2 with a Gaussian likelihood on M1's latent code (``configs/specs/m2_on_m1.yaml``).
+    ``data`` holds M1's features already (see :func:`m1_features`)."""
+
+    spec_name = "m2_on_m1"
+    draws_images = False
+
+
+@METHODS.register("baseline")
+class Baseline(Method):
+    """M2's q(y|x) network (784-500-10, softplus) trained by cross-entropy on the labelled
+    images alone, for as many steps as M2 takes (one labelled batch per unlabelled batch)."""
+
+    def __init__(self, data: SemiData, settings: Settings):
+        super().__init__(data, settings)
+        spec = load_spec(SPECS / "m2.yaml").networks["classifier"]
+        x_shape = tuple(data.unlabelled.x.shape[1:])
+        self.module = build_network(spec.type, [x_shape], (10,), spec.hidden, spec.activation)
+        self.module.to(data.unlabelled.x.device)
+        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=settings.lr)
+
+    def train_epoch(self) -> dict:
+        self.module.train()
+        steps = math.ceil(len(self.data.unlabelled) / self.settings.batch_size)
+        total = torch.zeros(())
+        for _ in range(steps):
+            b = next(self.labelled_stream)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(self.module(b.x), b.y)
+            loss.backward()
+            self.optimizer.step()
+            total = total + loss.detach().cpu()
+        return {"train_cross_entropy": float(total) / steps}
+
+    def classify(self, x):
+        self.module.eval()
+        return self.module(x)
+
+
+@torch.no_grad()
+def m1_features(m1, data: SemiData, seed: int) -> SemiData:
+    """Replace images by M1's posterior means. Training images (kept in [0, 1] under dynamic
+    binarization) are binarized once from ``seed`` first, so every split is encoded from binary
+    images."""
+    m1.eval()
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+
+    def encode(split: Split) -> Split:
+        x = split.x
+        if split.dynamic:
+            x = torch.bernoulli(x.cpu(), generator=gen).to(x.device)
+        feats = torch.cat([m1.encode(x[i:i + 1000]) for i in range(0, len(x), 1000)])
+        return Split(feats, split.y, False)
+
+    return SemiData(encode(data.labelled), encode(data.unlabelled), encode(data.valid),
+                    encode(data.test))

@@ -1,0 +1,120 @@
+"""Semi-supervised learning: label splits, batches, M2's objective, the experiment runner."""
+
+import json
+
+import pytest
+import torch
+
+from inference.data import Split
+from inference.errors import ConfigError, RunDirError
+from inference.experiments import Experiment, ExperimentConfig, summarize, t95
+from inference.semisupervised import METHODS, SemiData, label_split, m2_spec, paired_batches, recycled
+
+
+def fake_labels(n=1000, classes=10, seed=0):
+    return torch.randint(0, classes, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+def test_label_splits_are_class_balanced_deterministic_and_disjoint():
+    y = fake_labels()
+    a, b, c = label_split(y, 100, seed=3), label_split(y, 100, seed=3), label_split(y, 100, seed=4)
+    assert torch.equal(a.labelled, b.labelled) and not torch.equal(a.labelled, c.labelled)
+    assert torch.bincount(y[a.labelled], minlength=10).tolist() == [10] * 10
+    assert len(set(a.labelled.tolist()) & set(a.unlabelled.tolist())) == 0
+    assert sorted(a.labelled.tolist() + a.unlabelled.tolist()) == list(range(len(y)))
+    with pytest.raises(ConfigError, match="multiple of the 10 classes"):
+        label_split(y, 105, seed=0)
+    with pytest.raises(ConfigError, match="fewer than the"):
+        label_split(y, 5000, seed=0)
+
+
+def test_each_unlabelled_image_once_per_epoch_with_recycled_labelled_batches():
+    x = torch.rand(50, 1, 2, 2)
+    unlabelled, labelled = Split(x[:40], torch.zeros(40).long()), Split(x[40:], torch.arange(10))
+    seen = []
+    for bu, bl in paired_batches(unlabelled, recycled(labelled, 4), batch_size=8):
+        assert bu.y is None and bu.num_data == 40
+        assert bl.y is not None and bl.num_data == 10 and len(bl) <= 4
+        seen += bu.index.tolist()
+    assert sorted(seen) == list(range(40))
+
+
+def test_m2_classification_weight_is_alpha_times_n_per_labelled_mean():
+    x = torch.rand(60, 1, 28, 28)
+    data = SemiData(Split(x[:10], torch.arange(10)), Split(x[10:], torch.zeros(50).long()),
+                    Split(x[:5], torch.arange(5)), Split(x[:5], torch.arange(5)))
+    spec = m2_spec("m2", data, alpha=0.1)
+    # alpha * N * mean over labelled = (0.1 * 60 / 10) * sum over labelled
+    assert spec["sometimes_observed"]["y"]["posterior"]["aux_weight"] == pytest.approx(0.6)
+
+
+def test_student_t_quantiles_match_scipy():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for n in (2, 3, 5, 10, 31):
+        assert t95(n) == pytest.approx(scipy_stats.t.ppf(0.975, n - 1), abs=2e-3)
+    rows = summarize([{"method": "m2", "labels": 100, "test_accuracy": a} for a in (0.5, 0.6, 0.7)])
+    assert rows[0]["accuracy"] == pytest.approx(0.6)
+    assert rows[0]["ci95"] == pytest.approx(4.303 * 0.1 / 3 ** 0.5, rel=1e-3)
+
+
+def tiny(**kw):
+    base = dict(labels=[20, 50], seeds=2, epochs=1, train_size=300, test_size=100,
+                batch_size=64, device="cpu")
+    return ExperimentConfig(**(base | kw))
+
+
+@pytest.mark.data
+def test_tiny_experiment_writes_table_plot_and_resumes(fashion_dir, tmp_path, monkeypatch):
+    out = tmp_path / "ss"
+    rows = Experiment(tiny(data_dir=str(fashion_dir)), out, progress=False).run_all()
+    assert {(r["method"], r["labels"]) for r in rows} == {
+        (m, n) for m in ("m2", "m1m2", "baseline") for n in (20, 50)}
+    assert all(0 <= r["accuracy"] <= 1 and r["seeds"] == 2 for r in rows)
+    for name in ("results.md", "results.csv", "accuracy.png", "experiment.json"):
+        assert (out / name).is_file()
+    assert "| m2 | 20 | 2 |" in (out / "results.md").read_text()
+    assert (out / "runs" / "m2-n20-seed0" / "analogies.png").is_file()
+
+    # restarted with the same arguments: finished runs are skipped
+    finished = out / "runs" / "baseline-n50-seed1" / "result.json"
+    before = finished.stat().st_mtime_ns
+    (out / "runs" / "m2-n50-seed1" / "result.json").unlink()
+    calls = []
+    original = METHODS.get("m2").train_epoch
+    monkeypatch.setattr(METHODS.get("m2"), "train_epoch",
+                        lambda self: calls.append(1) or original(self))
+    Experiment(tiny(data_dir=str(fashion_dir)), out, progress=False).run_all()
+    assert finished.stat().st_mtime_ns == before
+    assert calls == []  # its checkpoint already held the last epoch: nothing retrained
+    assert (out / "runs" / "m2-n50-seed1" / "result.json").is_file()
+
+    with pytest.raises(RunDirError, match="other settings \\(epochs differ\\)"):
+        Experiment(tiny(data_dir=str(fashion_dir), epochs=2), out, progress=False).run_all()
+
+
+@pytest.mark.data
+def test_an_interrupted_run_resumes_from_its_last_epoch(fashion_dir, tmp_path, monkeypatch):
+    cfg = tiny(data_dir=str(fashion_dir), labels=[20], seeds=1, epochs=2, methods=["baseline"])
+    cls = METHODS.get("baseline")
+    original, epochs_run = cls.train_epoch, []
+
+    def interrupt_second(self):
+        epochs_run.append(1)
+        if len(epochs_run) == 2:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(cls, "train_epoch", interrupt_second)
+    with pytest.raises(KeyboardInterrupt):
+        Experiment(cfg, tmp_path, progress=False).run_all()
+    monkeypatch.setattr(cls, "train_epoch", lambda self: epochs_run.append(1) or original(self))
+    Experiment(cfg, tmp_path, progress=False).run_all()
+    assert len(epochs_run) == 3  # epoch 1, the interrupted epoch 2, then epoch 2 again only
+    rows = [json.loads(line) for line in
+            (tmp_path / "runs" / "baseline-n20-seed0" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+
+
+def test_unknown_methods_are_refused():
+    with pytest.raises(ConfigError, match="unknown method 'm3'; valid methods: baseline, m1m2, m2"):
+        ExperimentConfig(methods=["m3"]).check()
