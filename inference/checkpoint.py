@@ -119,3 +119,12 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"{path} is not an aevb checkpoint (format {FORMAT!r}); "
                               f"missing {sorted(missing)}")
     return payload
+
+
+def restore(payload: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer
+            ) -> int:
+    """Load a checkpoint's model, optimizer and RNG states; returns the epoch it ended."""
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    set_rng_state(payload["rng"])
+    return int(payload["epoch"])

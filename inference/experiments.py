@@ -29,8 +29,8 @@ from .checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    restore,
     save_checkpoint,
-    set_rng_state,
 )
 from .config import DataConfig
 from .data import load_data
@@ -194,11 +194,8 @@ class Experiment:
         start = 0
         if list_checkpoints(run_dir):
             payload = load_checkpoint(latest_checkpoint(run_dir), map_location=self.device)
-            method.module.load_state_dict(payload["model"])
-            method.optimizer.load_state_dict(payload["optimizer"])
-            set_rng_state(payload["rng"])
+            start = restore(payload, method.module, method.optimizer)
             state = payload["extra"]
-            start = int(payload["epoch"])
         run_dir.mkdir(parents=True, exist_ok=True)
         metrics = MetricsLog(run_dir, tensorboard=False)
         metrics.truncate(start)

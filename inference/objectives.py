@@ -227,3 +227,12 @@ def build_objective(name: str, num_particles: int = 1) -> Objective:
     if num_particles < 1:
         raise ValueError(f"num_particles must be >= 1, got {num_particles}")
     return OBJECTIVES.get(name)(num_particles)
+
+
+def objective_for_model(name: str, num_particles: int, model, batch: Batch) -> Objective:
+    """The objective ``name`` adapted to ``model`` (:meth:`Objective.for_model` on the traits
+    of its guide, read on ``batch``).
+
+    :raises IncompatibleObjective: when the objective cannot train the model.
+    """
+    return build_objective(name, num_particles).for_model(model_traits(model, batch))

@@ -32,7 +32,7 @@ from models.spec.schema import to_dict
 
 from .data import Split
 from .errors import ConfigError
-from .objectives import Objective, build_objective, model_traits
+from .objectives import Objective, objective_for_model
 
 SPECS = Path(__file__).resolve().parents[1] / "configs" / "specs"
 
@@ -156,8 +156,8 @@ class M2(Method):
         self.module.to(data.unlabelled.x.device)
         self.optimizer = torch.optim.Adam(self.module.parameters(), lr=settings.lr)
         first = next(data.unlabelled.batches(2))
-        self.objective: Objective = build_objective("elbo").for_model(
-            model_traits(self.module, Batch(first.x, first.y)))
+        self.objective: Objective = objective_for_model("elbo", 1, self.module,
+                                                        Batch(first.x, first.y))
 
     def train_epoch(self) -> dict:
         model, total, steps = self.module, torch.zeros(()), 0

@@ -32,15 +32,15 @@ from .checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    restore,
     save_checkpoint,
-    set_rng_state,
 )
 from .config import Config, from_dict, to_dict, to_yaml
 from .data import DATASETS, DataBundle, Split, load_data
 from .errors import ConfigError, DataError, RunDirError
 from .evaluation import evaluate, mean_elbo
 from .metrics import MetricsLog
-from .objectives import IncompatibleObjective, Objective, build_objective, model_traits
+from .objectives import IncompatibleObjective, Objective, objective_for_model
 from .optim import build_optimizer
 
 log = logging.getLogger("aevb")
@@ -126,9 +126,8 @@ def prepare_objective(cfg: Config, model: LatentVariableModel, batch) -> Objecti
     The dry run also lets Pyro guess the plate nesting (which draws random numbers) now, so a
     fresh run and a resumed one consume the random stream identically.
     """
-    objective = build_objective(cfg.elbo, cfg.num_particles)
     try:
-        objective = objective.for_model(model_traits(model, batch))
+        objective = objective_for_model(cfg.elbo, cfg.num_particles, model, batch)
         objective.differentiable_loss(model.model, model.guide, batch)  # no backward
     except IncompatibleObjective as exc:
         raise ConfigError(str(exc)) from None
@@ -180,10 +179,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, checkpoint: Path 
     objective = prepare_objective(cfg, model, next(data.valid.batches(2)))
     start_epoch = 0
     if payload is not None:
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        set_rng_state(payload["rng"])
-        start_epoch = int(payload["epoch"])
+        start_epoch = restore(payload, model, optimizer)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))  # on resume: with its overrides
     metrics = MetricsLog(run_dir, cfg.train.tensorboard)

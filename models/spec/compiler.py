@@ -242,8 +242,10 @@ class _Compiler:
 
     def build_networks(self) -> nn.ModuleDict:
         nets = nn.ModuleDict()
-        for name, net_spec in self.spec.networks.items():
-            cond = self._conditional_of(name)
+        by_network = {c.network: c for c in (*self.priors.values(), *self.posteriors.values())
+                      if c.network is not None}
+        for name, net_spec in self.spec.networks.items():  # spec order: the parameters' order
+            cond = by_network[name]
             in_shapes = [self.variables[p].feature_shape for p in cond.parents]
             assert cond.family is not None
             out_shape = cond.family.param_shape
@@ -272,12 +274,6 @@ class _Compiler:
             raise self.error(path, f"outputs shape {list(out.shape[1:])} per datapoint, but "
                                    f"{self.network_users[name]} needs {list(out_shape)} (the "
                                    "parameters of its family)")
-
-    def _conditional_of(self, network: str) -> Conditional:
-        for cond in (*self.priors.values(), *self.posteriors.values()):
-            if cond.network == network:
-                return cond
-        raise AssertionError(network)
 
     def run(self):
         self.collect_variables()
@@ -380,9 +376,14 @@ class SpecModel(LatentVariableModel):
                 values[name] = pyro.sample(name, fn, infer=infer)
 
     # -- pictures and diagnostics ----------------------------------------------------------------
-    def _posterior_means(self, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def _posterior_means(self, x: torch.Tensor, y: torch.Tensor | None,
+                         stop: str | None = None) -> dict[str, torch.Tensor]:
+        """The batch's values plus the guide's posterior means, in guide order (up to, not
+        including, ``stop``)."""
         values = self._given(Batch(x, y), ("input", "observed", "sometimes"))
         for name in self.guide_order:
+            if name == stop:
+                break
             if name not in values:
                 cond = self.posteriors[name]
                 assert cond.family is not None
@@ -439,14 +440,7 @@ class SpecModel(LatentVariableModel):
                       and self.variables[n].vtype.enumerable), None)
         if label is None:
             raise ValueError("the spec has no categorical variable read from batch.y")
-        values = self._given(Batch(x), ("input", "observed"))
-        for name in self.guide_order:
-            cond = self.posteriors[name]
-            if name == label:
-                return self._params(cond, values)
-            assert cond.family is not None
-            values[name] = cond.family.mean(self._params(cond, values))
-        raise AssertionError(label)
+        return self._params(self.posteriors[label], self._posterior_means(x, None, stop=label))
 
     @torch.no_grad()
     def observation_mean(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
