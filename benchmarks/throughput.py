@@ -1,104 +1,288 @@
-"""Training throughput: aevb's SVI loop against a hand-written PyTorch VAE loop.
+"""Training and evaluation throughput: aevb's engines against hand-written PyTorch, side by side.
 
-Both train the same 784-400-z50 MLP VAE (tanh, Bernoulli likelihood) on the same
-dynamically-binarized Fashion-MNIST training images, batch 128, Adam, in one process, with
-epochs interleaved (ours, hand-written, ours, ...) so that both see the same machine state.
-The hand-written loop computes the same estimator as the objective (``elbo``: one reparameterized
-sample, KL sampled; ``meanfield``: KL analytic), scaled by N/M like Pyro's plate.
+**Training.** For each objective and batch size, three loops train the same 784-400-z50 MLP VAE
+(tanh, Bernoulli likelihood; identical initial weights) on the same dynamically-binarized
+Fashion-MNIST training images with the same optimizer (Adam, foreach kernels), in one process:
 
-    python benchmarks/throughput.py --epochs 3
+* ``aevb fast``: the default engine (``differentiable_loss`` + torch optimizer, validation off in
+  the loop, loss kept on the device);
+* ``aevb svi``: Pyro's reference path (``SVI`` + ``PyroOptim``, a host read per step);
+* ``hand-written``: the same estimator in plain PyTorch (``elbo``: one reparameterized sample, KL
+  sampled; ``meanfield``: KL analytic; ``iwae``: the k-sample bound), scaled by N/M like the plate.
+
+Trials of ``--steps`` steps are interleaved (fast, svi, hand, fast, ...) so that all loops see the
+same machine state; the table gives the median ms/step and the ratios to the hand-written loop.
+
+**Evaluation.** The importance-sampled log-likelihood (k = ``--eval-k``, default 5000) of
+``aevb evaluate`` over ``--eval-images`` test images (default: the full 10k): images/s, the
+arithmetic rate of its matrix products (counted from the network shapes) against a plain
+``torch.mm`` of large square matrices measured in the same script, and the peak memory of a fresh
+process doing only the evaluation (peak RSS on CPU, ``max_memory_allocated`` on GPU), for two
+chunk sizes to show it is set by the chunk, not by k.
+
+    python benchmarks/throughput.py                    # the full benchmark (about 15 min on 2 CPU threads)
+    python benchmarks/throughput.py --objectives elbo --batch-sizes 128 --eval-images 1000
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import math
+import resource
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from inference.config import load_config
-from inference.data import Split, load_data
-from inference.objectives import build_objective
-from inference.training import build_model, resolve_device, train_epoch
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from inference.config import load_config  # noqa: E402
+from inference.data import Split, load_data  # noqa: E402
+from inference.engines import build_engine  # noqa: E402
+from inference.evaluation import importance_sampled  # noqa: E402
+from inference.objectives import build_objective  # noqa: E402
+from inference.optim import build_optimizer  # noqa: E402
+from inference.training import build_model, resolve_device  # noqa: E402
+
+HIDDEN, Z = 400, 50
 
 
-def handwritten_epoch(model, optimizer, split: Split, batch_size: int, analytic_kl: bool) -> float:
-    """One epoch of a plain PyTorch VAE: returns seconds."""
-    n = len(split)
-    start = time.perf_counter()
-    for batch in split.batches(batch_size, shuffle=True, scaled=True):
-        x = batch.x
-        loc, raw = model.encoder(x).chunk(2, dim=-1)
-        scale = F.softplus(raw) + 1e-5
-        z = loc + scale * torch.randn_like(loc)
-        logits = model.decoder(z)
-        log_px = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
-        if analytic_kl:
-            kl = 0.5 * (loc ** 2 + scale ** 2 - 1 - 2 * scale.log()).sum(1)
-        else:
-            prior = torch.distributions.Normal(0.0, 1.0)
-            post = torch.distributions.Normal(loc, scale)
-            kl = (post.log_prob(z) - prior.log_prob(z)).sum(1)
-        loss = -(n / len(x)) * (log_px - kl).sum()
-        optimizer.zero_grad(set_to_none=True)
+# -- the hand-written reference ---------------------------------------------------------------
+def hand_loss(model, x: torch.Tensor, num_data: int, objective: str, k: int) -> torch.Tensor:
+    """The N/M-scaled negative objective of one batch in plain PyTorch."""
+    loc, raw = model.encoder(x).chunk(2, dim=-1)
+    scale = F.softplus(raw) + 1e-5
+    shape = (k, *loc.shape) if objective == "iwae" else loc.shape
+    z = loc + scale * torch.randn(shape, device=x.device)
+    logits = model.decoder(z.reshape(-1, Z)).reshape(*shape[:-1], -1)
+    target = x.flatten(1).expand_as(logits)
+    log_px = -F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1)
+    if objective == "meanfield":
+        bound = log_px - 0.5 * (loc ** 2 + scale ** 2 - 1 - 2 * scale.log()).sum(-1)
+    else:
+        log_q = (-0.5 * ((z - loc) / scale) ** 2 - scale.log()).sum(-1)
+        log_p = (-0.5 * z ** 2).sum(-1)  # the 2*pi constants cancel between p(z) and q(z|x)
+        log_w = log_px + log_p - log_q
+        bound = torch.logsumexp(log_w, 0) - math.log(k) if objective == "iwae" else log_w
+    return -(num_data / len(x)) * bound.sum()
+
+
+class HandWritten:
+    def __init__(self, model, objective: str, k: int, lr: float):
+        self.model, self.objective, self.k = model, objective, k
+        self.optimizer = build_optimizer("adam", model.parameters(), lr, foreach=True)
+
+    def step(self, batch) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = hand_loss(self.model, batch.x, batch.num_data, self.objective, self.k)
         loss.backward()
-        optimizer.step()
-    if split.x.device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+        self.optimizer.step()
+        return loss.detach()
+
+    def epoch(self):
+        return contextlib.nullcontext()
+
+
+# -- timing -----------------------------------------------------------------------------------
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def batches_forever(split: Split, batch_size: int):
+    while True:
+        yield from split.batches(batch_size, shuffle=True, scaled=True)
+
+
+def timed_steps(loop, stream, steps: int, device: torch.device) -> float:
+    """Seconds for ``steps`` steps of ``loop`` (the running loss stays on the device)."""
+    total = torch.zeros((), device=device)
+    with loop.epoch():
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            total += loop.step(next(stream)).to(device)
+        sync(device)
+        seconds = time.perf_counter() - start
+    if not math.isfinite(float(total)):
+        raise FloatingPointError("a training loop diverged")
+    return seconds
+
+
+def train_table(args, data, device) -> list[dict]:
+    rows = []
+    for objective in args.objectives:
+        name, k = (objective.split(":") + ["5"])[:2] if objective.startswith("iwae") \
+            else (objective, "1")
+        k = int(k)
+        for batch_size in args.batch_sizes:
+            cfg = load_config(str(ROOT / "configs" / "vae_fashion.yaml"),
+                              [f"model.hidden_sizes=[{HIDDEN}]", f"model.z_dim={Z}"])
+            loops = {}
+            for engine in ("fast", "svi", "hand"):
+                torch.manual_seed(0)
+                model = build_model(cfg.model, (1, 28, 28)).to(device)
+                if engine == "hand":
+                    loops[engine] = HandWritten(model, name, k, cfg.optim.lr)
+                else:
+                    loops[engine] = build_engine(engine, model, build_objective(name, k), "adam",
+                                                 cfg.optim.lr)
+            stream = batches_forever(data.train, batch_size)
+            for loop in loops.values():  # warm-up: allocator, Pyro's plate-nesting guess
+                timed_steps(loop, stream, 10, device)
+            times: dict[str, list[float]] = {e: [] for e in loops}
+            for _ in range(args.repeats):
+                for engine, loop in loops.items():
+                    times[engine].append(timed_steps(loop, stream, args.steps, device))
+            ms = {e: 1000 * statistics.median(t) / args.steps for e, t in times.items()}
+            row = {"objective": name if name != "iwae" else f"iwae k={k}", "batch": batch_size,
+                   "fast_ms": ms["fast"], "svi_ms": ms["svi"], "hand_ms": ms["hand"],
+                   "fast_ratio": ms["fast"] / ms["hand"], "svi_ratio": ms["svi"] / ms["hand"]}
+            rows.append(row)
+            print(f"{row['objective']:>10} batch {batch_size:>5}: fast {ms['fast']:.2f} ms, "
+                  f"svi {ms['svi']:.2f} ms, hand-written {ms['hand']:.2f} ms/step", flush=True)
+    return rows
+
+
+# -- evaluation -------------------------------------------------------------------------------
+def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
+    """Dense float32 matmul throughput of this machine (square n x n, best of ``repeats``)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = math.inf
+    for _ in range(repeats + 2):
+        sync(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
+def eval_flops(num_images: int, k: int) -> float:
+    """Multiply-adds x 2 of the evaluation: the encoder once per image, the decoder per sample."""
+    encoder = 784 * HIDDEN + HIDDEN * 2 * Z
+    decoder = Z * HIDDEN + HIDDEN * 784
+    return 2.0 * num_images * (encoder + k * decoder)
+
+
+def eval_child(args) -> None:
+    """Run only the evaluation (in a fresh process, so its peak memory is its own)."""
+    device = resolve_device(args.device)
+    cfg = load_config(str(ROOT / "configs" / "vae_fashion.yaml"),
+                      [f"model.hidden_sizes=[{HIDDEN}]", f"model.z_dim={Z}",
+                       f"data.test_size={args.eval_images}"]
+                      + ([f"data.data_dir={args.data_dir}"] if args.data_dir else []))
+    data = load_data(cfg.data, device)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, (1, 28, 28)).to(device).eval()
+    warm = Split(data.test.x[:10], data.test.y[:10])
+    importance_sampled(model, warm, min(args.eval_k, args.sample_chunk), args.sample_chunk,
+                       args.eval_batch)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+    else:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    sync(device)
+    start = time.perf_counter()
+    est = importance_sampled(model, data.test, args.eval_k, args.sample_chunk, args.eval_batch)
+    sync(device)
+    seconds = time.perf_counter() - start
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    print(json.dumps({"seconds": seconds, "images": len(data.test), "peak_bytes": peak,
+                      "added_bytes": max(0, peak - before),
+                      "memory": "GPU max_memory_allocated" if device.type == "cuda"
+                      else "peak RSS", "log_likelihood": float(est["log_likelihood"].mean())}))
+
+
+def eval_table(args, device) -> list[dict]:
+    peak_mm = matmul_gflops(device)
+    rows = []
+    for chunk in (args.sample_chunk, max(1, args.sample_chunk // 5)):
+        cmd = [sys.executable, __file__, "--eval-child", "--device", str(device),
+               "--eval-images", str(args.eval_images), "--eval-k", str(args.eval_k),
+               "--sample-chunk", str(chunk), "--eval-batch", str(args.eval_batch)]
+        if args.data_dir:
+            cmd += ["--data-dir", args.data_dir]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        gflops = eval_flops(r["images"], args.eval_k) / r["seconds"] / 1e9
+        rows.append({"chunk": chunk, "images": r["images"], "k": args.eval_k,
+                     "seconds": r["seconds"], "images_per_s": r["images"] / r["seconds"],
+                     "gflops": gflops, "matmul_gflops": peak_mm, "fraction": gflops / peak_mm,
+                     "peak_mib": r["peak_bytes"] / 2 ** 20,
+                     "added_mib": r["added_bytes"] / 2 ** 20, "memory": r["memory"]})
+        print(f"evaluation chunk {chunk}: {rows[-1]['images_per_s']:.1f} images/s, "
+              f"{gflops:.1f} GFLOP/s of {peak_mm:.1f}, peak {rows[-1]['peak_mib']:.0f} MiB "
+              f"(+{rows[-1]['added_mib']:.0f} MiB during the evaluation)",
+              flush=True)
+    return rows
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--objective", default="elbo", choices=["elbo", "meanfield"])
-    p.add_argument("--train-size", type=int, default=None, help="first n training images (all 50k)")
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--objectives", type=lambda s: s.split(","), default=["elbo", "meanfield",
+                                                                           "iwae:5"],
+                   help="comma-separated; iwae:K for k samples")
+    p.add_argument("--batch-sizes", type=lambda s: [int(v) for v in s.split(",")],
+                   default=[128, 1024])
+    p.add_argument("--steps", type=int, default=100, help="steps per timed trial")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved trials per loop")
+    p.add_argument("--train-size", type=int, default=None, help="first n training images")
+    p.add_argument("--eval-images", type=int, default=10000, help="test images (10000 = all)")
+    p.add_argument("--eval-k", type=int, default=5000)
+    p.add_argument("--sample-chunk", type=int, default=500)
+    p.add_argument("--eval-batch", type=int, default=100)
+    p.add_argument("--no-eval", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--eval-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.eval_child:
+        return eval_child(args)
 
-    overrides = [f"elbo={args.objective}", f"train.batch_size={args.batch_size}",
-                 "model.hidden_sizes=[400]", "model.z_dim=50", f"device={args.device}"]
-    if args.train_size:
-        overrides.append(f"data.train_size={args.train_size}")
+    device = resolve_device(args.device)
+    overrides = [f"device={args.device}"] + ([f"data.train_size={args.train_size}"]
+                                             if args.train_size else [])
     if args.data_dir:
         overrides.append(f"data.data_dir={args.data_dir}")
-    cfg = load_config("configs/vae_fashion.yaml", overrides)
-    device = resolve_device(cfg.device)
+    cfg = load_config(str(ROOT / "configs" / "vae_fashion.yaml"), overrides)
     data = load_data(cfg.data, device)
-    torch.manual_seed(0)
-    ours = build_model(cfg.model, (1, 28, 28)).to(device)
-    torch.manual_seed(0)
-    hand = build_model(cfg.model, (1, 28, 28)).to(device)
-    objective = build_objective(cfg.elbo, 1)
-    opt_ours = torch.optim.Adam(ours.parameters(), lr=cfg.optim.lr)
-    opt_hand = torch.optim.Adam(hand.parameters(), lr=cfg.optim.lr)
-
-    # warm-up (allocator, Pyro's plate-nesting guess), not timed
-    handwritten_epoch(hand, opt_hand, Split(data.train.x[:512], data.train.y[:512], True),
-                      args.batch_size, args.objective == "meanfield")
-    train_epoch(ours, objective, opt_ours, Split(data.train.x[:512], data.train.y[:512], True),
-                args.batch_size, progress=False)
-    t_ours, t_hand = [], []
-    for epoch in range(args.epochs):
-        row = train_epoch(ours, objective, opt_ours, data.train, args.batch_size, progress=False)
-        t_ours.append(row["seconds"])
-        t_hand.append(handwritten_epoch(hand, opt_hand, data.train, args.batch_size,
-                                        args.objective == "meanfield"))
-        print(f"epoch {epoch + 1}: aevb {t_ours[-1]:.2f} s, hand-written {t_hand[-1]:.2f} s, "
-              f"aevb train ELBO {row['train_objective']:.2f}")
-    steps = -(-len(data.train) // args.batch_size)
-    mo, mh = statistics.median(t_ours), statistics.median(t_hand)
-    print(f"\n{cfg.data.name}, {len(data.train)} training images, batch {args.batch_size}, "
-          f"784-400-z50, objective {args.objective}, device {device}, "
-          f"{torch.get_num_threads()} threads, median of {args.epochs} epochs")
-    print(f"| loop | s/epoch | ms/step |\n|---|---|---|\n"
-          f"| aevb ({args.objective}) | {mo:.2f} | {1000 * mo / steps:.2f} |\n"
-          f"| hand-written PyTorch | {mh:.2f} | {1000 * mh / steps:.2f} |")
-    print(f"ratio aevb / hand-written: {mo / mh:.2f}x")
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"CPU, {torch.get_num_threads()} threads")
+    print(f"{cfg.data.name}, {len(data.train)} training images, dynamic binarization, "
+          f"784-{HIDDEN}-z{Z} VAE, Adam (foreach), {where}, torch {torch.__version__}; "
+          f"median of {args.repeats} interleaved trials of {args.steps} steps\n", flush=True)
+    rows = train_table(args, data, device)
+    print("\n| objective | batch | aevb fast ms/step | aevb svi ms/step | hand-written ms/step "
+          "| ratio fast / hand | ratio svi / hand |\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['objective']} | {r['batch']} | {r['fast_ms']:.2f} | {r['svi_ms']:.2f} | "
+              f"{r['hand_ms']:.2f} | {r['fast_ratio']:.2f}x | {r['svi_ratio']:.2f}x |")
+    worst = max(rows, key=lambda r: r["fast_ratio"])
+    print(f"ratio aevb / hand-written: {worst['fast_ratio']:.2f}x at worst "
+          f"({worst['objective']}, batch {worst['batch']})")
+    if args.no_eval:
+        return
+    print(f"\nevaluation: IS log-likelihood, k = {args.eval_k}, {args.eval_images} test images, "
+          f"{args.eval_batch} images per chunk")
+    erows = eval_table(args, device)
+    print("\n| sample chunk | images | images/s | seconds | matmul GFLOP/s | torch.mm GFLOP/s "
+          "| fraction | peak memory | added by the evaluation |\n|---|---|---|---|---|---|---|---|---|")
+    for r in erows:
+        print(f"| {r['chunk']} | {r['images']} | {r['images_per_s']:.1f} | {r['seconds']:.1f} | "
+              f"{r['gflops']:.1f} | {r['matmul_gflops']:.1f} | {100 * r['fraction']:.0f}% | "
+              f"{r['peak_mib']:.0f} MiB ({r['memory']}) | {r['added_mib']:.0f} MiB |")
 
 
 if __name__ == "__main__":

@@ -83,11 +83,16 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
+    """:param engine: ``fast`` (default: differentiable_loss + a foreach torch optimizer,
+        validation off in the loop) or ``svi`` (Pyro's ``SVI`` + ``PyroOptim``); see
+        :mod:`inference.engines`."""
+
     epochs: int = 10
     batch_size: int = 128
     progress: bool = True
     keep_checkpoints: int = 2
     tensorboard: bool = True
+    engine: str = "fast"
 
 
 @dataclass
@@ -197,11 +202,13 @@ def _check_name(key: str, value: str, registry) -> None:
 def validate(cfg: Config) -> None:
     """Check values against the registries and ranges; raise :class:`ConfigError`."""
     from .data import DATASETS
+    from .engines import ENGINES
     from .objectives import OBJECTIVES
     from .optim import OPTIMIZERS
 
     _check_name("elbo", cfg.elbo, OBJECTIVES)
     _check_name("optim.name", cfg.optim.name, OPTIMIZERS)
+    _check_name("train.engine", cfg.train.engine, ENGINES)
     _check_name("data.name", cfg.data.name, DATASETS)
     try:
         resolve_model(cfg.model.name)

@@ -34,6 +34,7 @@ from .checkpoint import (
 )
 from .config import DataConfig
 from .data import load_data
+from .engines import build_engine
 from .errors import ConfigError, RunDirError
 from .metrics import MetricsLog
 from .objectives import build_objective
@@ -169,10 +170,9 @@ class Experiment:
             model.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
             return model
         torch.manual_seed(1000 + seed)
-        objective = build_objective("elbo")
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.cfg.lr)
+        engine = build_engine("fast", model, build_objective("elbo"), "adam", self.cfg.lr)
         for epoch in range(self.cfg.m1_epochs or self.cfg.epochs):
-            train_epoch(model, objective, optimizer, bundle.train, self.cfg.batch_size,
+            train_epoch(model, engine, bundle.train, self.cfg.batch_size,
                         self.progress, desc=f"M1 seed {seed} epoch {epoch + 1}")
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, lambda f: torch.save(model.state_dict(), f))

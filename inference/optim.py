@@ -15,5 +15,7 @@ OPTIMIZERS.register("adagrad")(torch.optim.Adagrad)
 
 
 def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float,
-                    weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    return OPTIMIZERS.get(name)(params, lr=lr, weight_decay=weight_decay)
+                    weight_decay: float = 0.0, foreach: bool | None = None) -> torch.optim.Optimizer:
+    """``foreach=True`` updates all parameters with multi-tensor kernels (one call per step
+    instead of one per parameter); ``None`` leaves torch's default (foreach on CUDA only)."""
+    return OPTIMIZERS.get(name)(params, lr=lr, weight_decay=weight_decay, foreach=foreach)

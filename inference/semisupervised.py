@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyro
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,6 +34,7 @@ from models.spec.schema import to_dict
 from .data import Split
 from .errors import ConfigError
 from .objectives import Objective, objective_for_model
+from .optim import build_optimizer
 
 SPECS = Path(__file__).resolve().parents[1] / "configs" / "specs"
 
@@ -154,23 +156,31 @@ class M2(Method):
         x_shape = tuple(data.unlabelled.x.shape[1:])
         self.module = SpecModel(x_shape, m2_spec(self.spec_name, data, settings.alpha))
         self.module.to(data.unlabelled.x.device)
-        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=settings.lr)
+        self.optimizer = build_optimizer("adam", self.module.parameters(), settings.lr,
+                                         foreach=True)
         first = next(data.unlabelled.batches(2))
         self.objective: Objective = objective_for_model("elbo", 1, self.module,
                                                         Batch(first.x, first.y))
+        with torch.random.fork_rng(devices=[]):  # one validated dry run (no backward)
+            for batch in (Batch(first.x, first.y), Batch(first.x)):
+                self.objective.differentiable_loss(self.module.model, self.module.guide, batch)
 
     def train_epoch(self) -> dict:
         model, total, steps = self.module, torch.zeros(()), 0
         model.train()
-        for unlabelled, labelled in paired_batches(self.data.unlabelled, self.labelled_stream,
-                                                   self.settings.batch_size):
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = (self.objective.differentiable_loss(model.model, model.guide, unlabelled)
-                    + self.objective.differentiable_loss(model.model, model.guide, labelled))
-            loss.backward()
-            self.optimizer.step()
-            total = total + loss.detach().cpu()
-            steps += 1
+        # the fast engine's conditions: validation off (the dry run in __init__ validated the
+        # model once), the running loss on the device
+        total = total.to(self.data.unlabelled.x.device)
+        with pyro.validation_enabled(False):
+            for unlabelled, labelled in paired_batches(self.data.unlabelled, self.labelled_stream,
+                                                       self.settings.batch_size):
+                self.optimizer.zero_grad(set_to_none=True)
+                loss = (self.objective.differentiable_loss(model.model, model.guide, unlabelled)
+                        + self.objective.differentiable_loss(model.model, model.guide, labelled))
+                loss.backward()
+                self.optimizer.step()
+                total = total + loss.detach()
+                steps += 1
         if not math.isfinite(float(total)):
             raise FloatingPointError("M2 training diverged (the objective is not finite); "
                                      "lower --lr")
@@ -215,7 +225,8 @@ class Baseline(Method):
         x_shape = tuple(data.unlabelled.x.shape[1:])
         self.module = build_network(spec.type, [x_shape], (10,), spec.hidden, spec.activation)
         self.module.to(data.unlabelled.x.device)
-        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=settings.lr)
+        self.optimizer = build_optimizer("adam", self.module.parameters(), settings.lr,
+                                         foreach=True)
 
     def train_epoch(self) -> dict:
         self.module.train()

@@ -37,11 +37,11 @@ from .checkpoint import (
 )
 from .config import Config, from_dict, to_dict, to_yaml
 from .data import DATASETS, DataBundle, Split, load_data
+from .engines import Engine, build_engine
 from .errors import ConfigError, DataError, RunDirError
 from .evaluation import evaluate, mean_elbo
 from .metrics import MetricsLog
 from .objectives import IncompatibleObjective, Objective, objective_for_model
-from .optim import build_optimizer
 
 log = logging.getLogger("aevb")
 
@@ -89,27 +89,32 @@ def likelihood_note(cfg: Config) -> str | None:
     return None
 
 
-def train_epoch(model: LatentVariableModel, objective: Objective, optimizer, split: Split,
-                batch_size: int, progress: bool = True, desc: str = "") -> dict:
-    """One pass over ``split``; returns the per-datapoint objective, time and throughput."""
+LOG_INTERVAL = 50  # steps between progress-bar updates (the only host reads of the loss)
+
+
+def train_epoch(model: LatentVariableModel, engine: Engine, split: Split, batch_size: int,
+                progress: bool = True, desc: str = "") -> dict:
+    """One pass over ``split`` with ``engine``'s steps; returns the per-datapoint objective, time
+    and throughput. The running loss stays on the device; it is read every
+    :data:`LOG_INTERVAL` steps for the progress bar, and once at the end."""
     model.train()
     num_data = len(split)
     total = torch.zeros((), device=split.x.device)
     steps = 0
     start = time.perf_counter()
     bar = tqdm(total=num_data, disable=not progress, unit="img", desc=desc, leave=False)
-    for batch in split.batches(batch_size, shuffle=True, scaled=True):
-        optimizer.zero_grad(set_to_none=True)
-        loss = objective.differentiable_loss(model.model, model.guide, batch)
-        loss.backward()
-        optimizer.step()
-        total += loss.detach()
-        steps += 1
-        bar.update(len(batch))
-        if progress and steps % 20 == 0:
-            elapsed = time.perf_counter() - start
-            bar.set_postfix(objective=f"{-float(total) / steps / num_data:.2f}",
-                            img_s=f"{bar.n / elapsed:.0f}")
+    with engine.epoch():
+        for batch in split.batches(batch_size, shuffle=True, scaled=True):
+            total += engine.step(batch).to(total.device)
+            steps += 1
+            if progress and steps % LOG_INTERVAL == 0:
+                bar.update(LOG_INTERVAL * batch_size)
+                elapsed = time.perf_counter() - start
+                bar.set_postfix(objective=f"{-float(total) / steps / num_data:.2f}",
+                                img_s=f"{bar.n / elapsed:.0f}")
+    if split.x.device.type == "cuda":
+        torch.cuda.synchronize(split.x.device)
+    bar.update(num_data - bar.n)
     bar.close()
     seconds = time.perf_counter() - start
     value = -float(total) / steps / num_data
@@ -174,12 +179,12 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, checkpoint: Path 
     note = likelihood_note(cfg)
     if note:
         warnings.warn(note, stacklevel=2)
-    optimizer = build_optimizer(cfg.optim.name, model.parameters(), cfg.optim.lr,
-                                cfg.optim.weight_decay)
     objective = prepare_objective(cfg, model, next(data.valid.batches(2)))
+    engine = build_engine(cfg.train.engine, model, objective, cfg.optim.name, cfg.optim.lr,
+                          cfg.optim.weight_decay)
     start_epoch = 0
     if payload is not None:
-        start_epoch = restore(payload, model, optimizer)
+        start_epoch = restore(payload, model, engine)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))  # on resume: with its overrides
     metrics = MetricsLog(run_dir, cfg.train.tensorboard)
@@ -187,11 +192,11 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, checkpoint: Path 
     config_dict = to_dict(cfg)
     for epoch in range(start_epoch + 1, cfg.train.epochs + 1):
         row = {"epoch": epoch, "objective": cfg.elbo, "num_particles": cfg.num_particles}
-        row |= train_epoch(model, objective, optimizer, data.train, cfg.train.batch_size,
+        row |= train_epoch(model, engine, data.train, cfg.train.batch_size,
                            cfg.train.progress, desc=f"epoch {epoch}/{cfg.train.epochs}")
         row["valid_elbo"] = mean_elbo(model, data.valid)
         metrics.append(row)
-        save_checkpoint(run_dir, epoch, model, optimizer, config_dict, cfg.train.keep_checkpoints)
+        save_checkpoint(run_dir, epoch, model, engine, config_dict, cfg.train.keep_checkpoints)
         log.info("epoch %d: train %s %.2f, valid ELBO %.2f nats, %.1f s", epoch, cfg.elbo,
                  row["train_objective"], row["valid_elbo"], row["seconds"])
     if final_evaluation:

@@ -8,7 +8,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE_ARGS = {
-    "throughput.py": ["--epochs", "1", "--train-size", "600", "--device", "cpu"],
+    "throughput.py": ["--objectives", "elbo,iwae:2", "--batch-sizes", "64", "--steps", "3",
+                      "--repeats", "1", "--train-size", "600", "--eval-images", "20",
+                      "--eval-k", "50", "--sample-chunk", "25", "--eval-batch", "10",
+                      "--device", "cpu"],
 }
 
 

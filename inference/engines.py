@@ -1,0 +1,164 @@
+"""Training engines: how one stochastic-gradient step on the objective is taken (``train.engine``).
+
+=========  =====================================================================================
+``fast``   The default. ``objective.differentiable_loss(model, guide, batch)`` (Pyro's
+           ``ELBOModule`` pattern), ``backward``, and one multi-tensor (``foreach``) torch
+           optimizer over all of ``model.parameters()``. Pyro's and torch.distributions' argument
+           validation is off inside the epoch (the trainer's dry run, ``prepare_objective``,
+           validated the model and guide once with it on, and the data was checked on load),
+           and the loss stays on the device: the host reads it once per log interval.
+``svi``    Pyro's reference path: :class:`pyro.infer.SVI` with a :class:`pyro.optim.PyroOptim`
+           (one torch optimizer per parameter), validation as configured, and the loss read
+           to the host (``SVI.step`` returns a float) every step.
+=========  =====================================================================================
+
+Both compute the same estimator and the same update — the tests check that their ELBO
+trajectories agree for ``elbo``, ``meanfield`` and ``iwae`` — so ``svi`` is the path to fall back on
+for a model that misbehaves under the fast one (for example one whose parameters are created
+inside ``model()``, which only Pyro's parameter capture sees).
+
+An engine is also what checkpoints store as "the optimizer": ``state_dict`` /
+``load_state_dict`` carry the optimizer's state and the engine's name, so a checkpoint resumes
+under the engine that wrote it or fails with a message saying which engine to use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import pyro
+import pyro.optim
+import torch
+from pyro.infer import SVI
+
+from models.base import Batch, LatentVariableModel
+from models.registry import Registry
+
+from .errors import ConfigError
+from .objectives import Objective
+from .optim import OPTIMIZERS, build_optimizer
+
+
+class Engine:
+    """One way of taking training steps for ``model`` under ``objective``.
+
+    :meth:`step` returns the detached loss of the batch (on the device; reading it is the
+    caller's choice); :meth:`epoch` is the context an epoch of steps runs in.
+    """
+
+    name = "engine"
+
+    def __init__(self, model: LatentVariableModel, objective: Objective, optimizer: str,
+                 lr: float, weight_decay: float = 0.0):
+        self.model, self.objective = model, objective
+
+    def step(self, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def epoch(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def optimizer_state(self) -> Any:
+        raise NotImplementedError
+
+    def load_optimizer_state(self, state: Any) -> None:
+        raise NotImplementedError
+
+    # the checkpoint interface (what save_checkpoint / restore call on "the optimizer")
+    def state_dict(self) -> dict:
+        return {"engine": self.name, "state": self.optimizer_state()}
+
+    def load_state_dict(self, payload: dict) -> None:
+        saved = payload.get("engine", "fast") if isinstance(payload, dict) else "fast"
+        if saved != self.name:
+            raise ConfigError(f"this checkpoint's optimizer state was written by "
+                              f"train.engine={saved}; resume with train.engine={saved}")
+        self.load_optimizer_state(payload["state"] if "engine" in payload else payload)
+
+
+ENGINES: Registry[type[Engine]] = Registry("engine")
+
+
+@ENGINES.register("fast")
+class FastEngine(Engine):
+    """``differentiable_loss`` + ``backward`` + a foreach torch optimizer; validation off."""
+
+    name = "fast"
+
+    def __init__(self, model, objective, optimizer, lr, weight_decay=0.0):
+        super().__init__(model, objective, optimizer, lr, weight_decay)
+        self.optimizer = build_optimizer(optimizer, model.parameters(), lr, weight_decay,
+                                         foreach=True)
+
+    def step(self, batch: Batch) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.objective.differentiable_loss(self.model.model, self.model.guide, batch)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def epoch(self):
+        return pyro.validation_enabled(False)
+
+    def optimizer_state(self):
+        return self.optimizer.state_dict()
+
+    def load_optimizer_state(self, state):
+        self.optimizer.load_state_dict(state)
+
+
+@ENGINES.register("svi")
+class SVIEngine(Engine):
+    """:class:`pyro.infer.SVI` with a :class:`~pyro.optim.PyroOptim`, as Pyro's tutorials train.
+
+    The model's networks are registered with ``pyro.module`` on every call (Pyro's classic
+    pattern), so SVI's parameter capture finds exactly ``model.parameters()``; the first step
+    checks that it did.
+    """
+
+    name = "svi"
+    prefix = "aevb"
+
+    def __init__(self, model, objective, optimizer, lr, weight_decay=0.0):
+        super().__init__(model, objective, optimizer, lr, weight_decay)
+        pyro.clear_param_store()  # pyro.module would otherwise reuse another run's tensors
+        self.optim = pyro.optim.PyroOptim(OPTIMIZERS.get(optimizer),
+                                          {"lr": lr, "weight_decay": weight_decay})
+
+        def registered(fn):
+            def call(*args, **kwargs):
+                pyro.module(self.prefix, model)
+                return fn(*args, **kwargs)
+            return call
+
+        self.svi = SVI(registered(model.model), registered(objective.wrap_guide(model.guide)),
+                       self.optim, loss=objective.elbo)
+        self._checked = False
+
+    def step(self, batch: Batch) -> torch.Tensor:
+        loss = self.svi.step(batch)
+        if not self._checked:
+            self._check_capture()
+        return torch.tensor(loss)
+
+    def _check_capture(self) -> None:
+        trained = {id(p) for p in self.optim.optim_objs}
+        missing = [n for n, p in self.model.named_parameters() if id(p) not in trained]
+        if missing:
+            raise ConfigError(f"train.engine=svi: SVI did not train {', '.join(missing[:5])}; "
+                              "their gradients never reached Pyro's parameter store. Use "
+                              "train.engine=fast")
+        self._checked = True
+
+    def optimizer_state(self):
+        return self.optim.get_state()
+
+    def load_optimizer_state(self, state):
+        self.optim.set_state(state)
+
+
+def build_engine(name: str, model: LatentVariableModel, objective: Objective, optimizer: str,
+                 lr: float, weight_decay: float = 0.0) -> Engine:
+    """The engine registered as ``name`` (``fast`` or ``svi``)."""
+    return ENGINES.get(name)(model, objective, optimizer, lr, weight_decay)
