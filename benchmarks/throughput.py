@@ -173,6 +173,23 @@ def eval_flops(num_images: int, k: int) -> float:
     return 2.0 * num_images * (encoder + k * decoder)
 
 
+def rss_bytes(field: str) -> int:
+    """``VmRSS`` (now) or ``VmHWM`` (peak since the last reset) of this process, Linux only;
+    elsewhere the process's lifetime peak from ``getrusage``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_peak_rss() -> None:
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux >= 4.0)
+
+
 def eval_child(args) -> None:
     """Run only the evaluation (in a fresh process, so its peak memory is its own)."""
     device = resolve_device(args.device)
@@ -190,14 +207,14 @@ def eval_child(args) -> None:
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
     else:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    sync(device)
+        reset_peak_rss()  # the peak of loading the data set is not the evaluation's
+        before = rss_bytes("VmRSS")
     start = time.perf_counter()
     est = importance_sampled(model, data.test, args.eval_k, args.sample_chunk, args.eval_batch)
     sync(device)
     seconds = time.perf_counter() - start
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+            else rss_bytes("VmHWM"))
     print(json.dumps({"seconds": seconds, "images": len(data.test), "peak_bytes": peak,
                       "added_bytes": max(0, peak - before),
                       "memory": "GPU max_memory_allocated" if device.type == "cuda"
@@ -207,16 +224,16 @@ def eval_child(args) -> None:
 def eval_table(args, device) -> list[dict]:
     peak_mm = matmul_gflops(device)
     rows = []
-    for chunk in (args.sample_chunk, max(1, args.sample_chunk // 5)):
+    for chunk, batch in args.eval_chunks:
         cmd = [sys.executable, __file__, "--eval-child", "--device", str(device),
                "--eval-images", str(args.eval_images), "--eval-k", str(args.eval_k),
-               "--sample-chunk", str(chunk), "--eval-batch", str(args.eval_batch)]
+               "--sample-chunk", str(chunk), "--eval-batch", str(batch)]
         if args.data_dir:
             cmd += ["--data-dir", args.data_dir]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         gflops = eval_flops(r["images"], args.eval_k) / r["seconds"] / 1e9
-        rows.append({"chunk": chunk, "images": r["images"], "k": args.eval_k,
+        rows.append({"chunk": f"{chunk} samples x {batch} images", "images": r["images"], "k": args.eval_k,
                      "seconds": r["seconds"], "images_per_s": r["images"] / r["seconds"],
                      "gflops": gflops, "matmul_gflops": peak_mm, "fraction": gflops / peak_mm,
                      "peak_mib": r["peak_bytes"] / 2 ** 20,
@@ -241,8 +258,12 @@ def main(argv=None) -> None:
     p.add_argument("--train-size", type=int, default=None, help="first n training images")
     p.add_argument("--eval-images", type=int, default=10000, help="test images (10000 = all)")
     p.add_argument("--eval-k", type=int, default=5000)
-    p.add_argument("--sample-chunk", type=int, default=500)
-    p.add_argument("--eval-batch", type=int, default=100)
+    p.add_argument("--eval-chunks", default=[(250, 20), (500, 100)],
+                   type=lambda s: [tuple(int(v) for v in c.split("x")) for c in s.split(",")],
+                   help="SAMPLESxIMAGES per chunk, comma-separated (default: aevb's 250x20 "
+                        "and a 10x larger 500x100)")
+    p.add_argument("--sample-chunk", type=int, default=250, help=argparse.SUPPRESS)
+    p.add_argument("--eval-batch", type=int, default=20, help=argparse.SUPPRESS)
     p.add_argument("--no-eval", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=None)
@@ -274,11 +295,11 @@ def main(argv=None) -> None:
           f"({worst['objective']}, batch {worst['batch']})")
     if args.no_eval:
         return
-    print(f"\nevaluation: IS log-likelihood, k = {args.eval_k}, {args.eval_images} test images, "
-          f"{args.eval_batch} images per chunk")
+    print(f"\nevaluation: IS log-likelihood, k = {args.eval_k}, {args.eval_images} test images")
     erows = eval_table(args, device)
-    print("\n| sample chunk | images | images/s | seconds | matmul GFLOP/s | torch.mm GFLOP/s "
-          "| fraction | peak memory | added by the evaluation |\n|---|---|---|---|---|---|---|---|---|")
+    print("\n| chunk | images | images/s | seconds | matmul GFLOP/s | torch.mm GFLOP/s "
+          "| fraction | peak memory of the evaluation | of which the evaluation's own |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     for r in erows:
         print(f"| {r['chunk']} | {r['images']} | {r['images_per_s']:.1f} | {r['seconds']:.1f} | "
               f"{r['gflops']:.1f} | {r['matmul_gflops']:.1f} | {100 * r['fraction']:.0f}% | "

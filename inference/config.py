@@ -105,8 +105,8 @@ class EvalConfig:
     """
 
     num_samples: int = 5000
-    sample_chunk: int = 500
-    batch_size: int = 100
+    sample_chunk: int = 250
+    batch_size: int = 20
     num_images: int = 64
 
 

@@ -205,6 +205,7 @@ class Experiment:
             row = {"epoch": epoch} | method.train_epoch()
             state["seconds"] += time.perf_counter() - t0
             row["valid_accuracy"] = accuracy(method.classify, data.valid)
+            row |= method.diagnostics()
             if row["valid_accuracy"] > state["best_valid"]:
                 state |= {"best_valid": row["valid_accuracy"], "best_epoch": epoch,
                           "test_at_best": accuracy(method.classify, data.test)}

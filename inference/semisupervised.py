@@ -22,6 +22,7 @@ from pathlib import Path
 import pyro
 import torch
 import torch.nn.functional as F
+from pyro import poutine
 from torch import nn
 
 from models.base import Batch
@@ -99,6 +100,38 @@ class SemiData:
 
 
 @torch.no_grad()
+def class_elbos(model: SpecModel, x: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
+    """``(M, C)``: for each image and class c, the single-sample ELBO with y = c observed,
+    log p(x|y,z) + log p(y) + log p(z) - log q(z|x,y), z ~ q(z|x,y) (the classification factor,
+    which is not part of the ELBO, left out)."""
+    scores = []
+    for c in range(num_classes):
+        batch = Batch(x, torch.full((len(x),), c, dtype=torch.long, device=x.device))
+        guide = poutine.trace(model.guide).get_trace(batch)
+        traced = poutine.trace(poutine.replay(model.model, trace=guide)).get_trace(batch)
+        score = torch.zeros(len(x), device=x.device)
+        for site in traced.nodes.values():  # log p(x, y, z): every model site
+            if site["type"] == "sample":
+                score = score + site["fn"].log_prob(site["value"])
+        for site in guide.nodes.values():  # - log q(z|x,y); the aux factor is observed
+            if site["type"] == "sample" and not site["is_observed"]:
+                score = score - site["fn"].log_prob(site["value"])
+        scores.append(score)
+    return torch.stack(scores, -1)
+
+
+def generative_accuracy(model: SpecModel, split: Split, batch_size: int = 1000) -> float:
+    """Accuracy of the *generative* classifier argmax_y ELBO(x, y) (:func:`class_elbos`).
+    Near chance means the decoder ignores y and z carries the class, so the unlabelled term of
+    M2 can only teach q(y|x) to be uncertain."""
+    classes = model.variables["y"].num_classes
+    correct = 0
+    for b in split.batches(batch_size):
+        correct += int((class_elbos(model, b.x, classes).argmax(-1) == b.y).sum())
+    return correct / len(split)
+
+
+@torch.no_grad()
 def accuracy(classify, split: Split, batch_size: int = 1000) -> float:
     correct = 0
     for b in split.batches(batch_size):
@@ -130,6 +163,10 @@ class Method:
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def diagnostics(self) -> dict:
+        """Extra per-epoch figures for the run's metrics."""
+        return {}
 
 
 METHODS: Registry[type[Method]] = Registry("method")
@@ -188,6 +225,10 @@ class M2(Method):
 
     def classify(self, x):
         return self.module.label_logits(x)
+
+    def diagnostics(self) -> dict:
+        self.module.eval()
+        return {"valid_generative_accuracy": generative_accuracy(self.module, self.data.valid)}
 
     @torch.no_grad()
     def analogies(self, x: torch.Tensor) -> torch.Tensor:

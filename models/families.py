@@ -135,6 +135,23 @@ class Family:
 FAMILIES: Registry[type[Family]] = Registry("family", "families")
 
 
+class LogitBernoulli(dist.Bernoulli):
+    r""":class:`pyro.distributions.Bernoulli` whose ``log_prob`` is
+    :math:`x\,l - \operatorname{softplus}(l)` for logits :math:`l`: the same value as torch's
+    ``-binary_cross_entropy_with_logits`` (the tests check it), in three elementwise passes over
+    the broadcast (samples x images x pixels) tensor instead of five. It is the inner loop of the
+    k = 5000 importance-sampled evaluation."""
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        return value * self.logits - F.softplus(self.logits)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(LogitBernoulli, _instance)
+        return super().expand(batch_shape, _instance=new)
+
+
 @FAMILIES.register("bernoulli")
 class BernoulliFamily(Family):
     """Independent Bernoulli units with logits from the network (Kingma & Welling 2014,
@@ -149,7 +166,7 @@ class BernoulliFamily(Family):
 
     def __call__(self, params):
         # validate_args=False: grayscale targets in [0, 1] are allowed (cross-entropy, see above)
-        return dist.Bernoulli(logits=params, validate_args=False).to_event(len(self.shape))
+        return LogitBernoulli(logits=params, validate_args=False).to_event(len(self.shape))
 
     def mean(self, params):
         return torch.sigmoid(params)

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE_ARGS = {
     "throughput.py": ["--objectives", "elbo,iwae:2", "--batch-sizes", "64", "--steps", "3",
                       "--repeats", "1", "--train-size", "600", "--eval-images", "20",
-                      "--eval-k", "50", "--sample-chunk", "25", "--eval-batch", "10",
+                      "--eval-k", "50", "--eval-chunks", "25x10,10x5",
                       "--device", "cpu"],
 }
 

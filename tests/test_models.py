@@ -49,3 +49,15 @@ def test_two_instances_do_not_share_parameters_through_the_param_store():
     pyro.infer.Trace_ELBO().differentiable_loss(a.model, a.guide, Batch(x))
     pyro.infer.Trace_ELBO().differentiable_loss(b.model, b.guide, Batch(x))
     assert not torch.equal(a.encoder.net[0].weight, b.encoder.net[0].weight)
+
+
+def test_logit_bernoulli_log_prob_equals_torch_bernoulli_and_survives_expand():
+    from models.families import LogitBernoulli
+
+    logits = torch.randn(3, 4, 5) * 4
+    for x in (torch.bernoulli(torch.rand(4, 5)), torch.rand(4, 5)):  # binary and grayscale
+        ours = LogitBernoulli(logits=logits, validate_args=False).log_prob(x)
+        ref = torch.distributions.Bernoulli(logits=logits, validate_args=False).log_prob(x)
+        assert torch.allclose(ours, ref, atol=1e-5)
+    expanded = LogitBernoulli(logits=torch.zeros(5)).expand((2, 5))
+    assert isinstance(expanded, LogitBernoulli) and expanded.batch_shape == (2, 5)

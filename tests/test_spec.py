@@ -299,3 +299,17 @@ def test_conv_networks_refuse_images_that_are_not_28x28():
 def test_missing_spec_file_is_named():
     with pytest.raises(SpecError, match="no_such.yaml' does not exist"):
         load_spec("no_such.yaml")
+
+
+def test_class_elbos_are_the_labelled_elbo_without_the_classification_term():
+    from inference.semisupervised import class_elbos
+
+    model = m2_tiny()
+    x = torch.bernoulli(torch.rand(4, 1, 2, 2))
+    pyro.set_rng_seed(3)
+    scores = class_elbos(model, x, num_classes=3)  # draws z for class 0, then 1, then 2
+    model.posteriors["y"].aux_weight = 0.0
+    pyro.set_rng_seed(3)
+    for c in range(3):
+        elbo = -Trace_ELBO().loss(model.model, model.guide, Batch(x, torch.full((4,), c)))
+        assert float(scores[:, c].sum()) == pytest.approx(elbo, rel=1e-5)
