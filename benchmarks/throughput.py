@@ -119,13 +119,13 @@ def timed_steps(loop, stream, steps: int, device: torch.device) -> float:
 
 def train_table(args, data, device) -> list[dict]:
     rows = []
+    cfg = load_config(str(ROOT / "configs" / "vae_fashion.yaml"),
+                      [f"model.hidden_sizes=[{HIDDEN}]", f"model.z_dim={Z}"])
     for objective in args.objectives:
         name, k = (objective.split(":") + ["5"])[:2] if objective.startswith("iwae") \
             else (objective, "1")
         k = int(k)
         for batch_size in args.batch_sizes:
-            cfg = load_config(str(ROOT / "configs" / "vae_fashion.yaml"),
-                              [f"model.hidden_sizes=[{HIDDEN}]", f"model.z_dim={Z}"])
             loops = {}
             for engine in ("fast", "svi", "hand"):
                 torch.manual_seed(0)

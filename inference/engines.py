@@ -43,7 +43,7 @@ from .optim import OPTIMIZERS, build_optimizer
 class Engine:
     """One way of taking training steps for ``model`` under ``objective``.
 
-    :meth:`step` returns the detached loss of the batch (on the device; reading it is the
+    :meth:`step` returns the detached loss of its batches (on the device; reading it is the
     caller's choice); :meth:`epoch` is the context an epoch of steps runs in.
     """
 
@@ -53,7 +53,9 @@ class Engine:
                  lr: float, weight_decay: float = 0.0):
         self.model, self.objective = model, objective
 
-    def step(self, batch: Batch) -> torch.Tensor:
+    def step(self, *batches: Batch) -> torch.Tensor:
+        """One update on the sum of the objective over ``batches`` (M2 pairs an unlabelled
+        batch with a labelled one)."""
         raise NotImplementedError
 
     def epoch(self) -> contextlib.AbstractContextManager:
@@ -70,11 +72,13 @@ class Engine:
         return {"engine": self.name, "state": self.optimizer_state()}
 
     def load_state_dict(self, payload: dict) -> None:
-        saved = payload.get("engine", "fast") if isinstance(payload, dict) else "fast"
-        if saved != self.name:
+        if "engine" not in payload:  # a plain torch optimizer state (older checkpoints)
+            payload = {"engine": "fast", "state": payload}
+        if payload["engine"] != self.name:
             raise ConfigError(f"this checkpoint's optimizer state was written by "
-                              f"train.engine={saved}; resume with train.engine={saved}")
-        self.load_optimizer_state(payload["state"] if "engine" in payload else payload)
+                              f"train.engine={payload['engine']}; resume with "
+                              f"train.engine={payload['engine']}")
+        self.load_optimizer_state(payload["state"])
 
 
 ENGINES: Registry[type[Engine]] = Registry("engine")
@@ -91,9 +95,11 @@ class FastEngine(Engine):
         self.optimizer = build_optimizer(optimizer, model.parameters(), lr, weight_decay,
                                          foreach=True)
 
-    def step(self, batch: Batch) -> torch.Tensor:
+    def step(self, *batches: Batch) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.objective.differentiable_loss(self.model.model, self.model.guide, batch)
+        model, guide = self.model.model, self.model.guide
+        loss = sum(self.objective.differentiable_loss(model, guide, b) for b in batches)
+        assert isinstance(loss, torch.Tensor)
         loss.backward()
         self.optimizer.step()
         return loss.detach()
@@ -136,8 +142,10 @@ class SVIEngine(Engine):
                        self.optim, loss=objective.elbo)
         self._checked = False
 
-    def step(self, batch: Batch) -> torch.Tensor:
-        loss = self.svi.step(batch)
+    def step(self, *batches: Batch) -> torch.Tensor:
+        if len(batches) != 1:
+            raise NotImplementedError("train.engine=svi takes one batch per step")
+        loss = self.svi.step(batches[0])
         if not self._checked:
             self._check_capture()
         return torch.tensor(loss)

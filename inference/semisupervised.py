@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyro
 import torch
 import torch.nn.functional as F
 from pyro import poutine
@@ -33,8 +32,10 @@ from models.spec.compiler import SpecModel
 from models.spec.schema import to_dict
 
 from .data import Split
+from .engines import Engine, build_engine
 from .errors import ConfigError
-from .objectives import Objective, objective_for_model
+from .importance import ImportanceWeightedELBO
+from .objectives import objective_for_model
 from .optim import build_optimizer
 
 SPECS = Path(__file__).resolve().parents[1] / "configs" / "specs"
@@ -102,22 +103,15 @@ class SemiData:
 @torch.no_grad()
 def class_elbos(model: SpecModel, x: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
     """``(M, C)``: for each image and class c, the single-sample ELBO with y = c observed,
-    log p(x|y,z) + log p(y) + log p(z) - log q(z|x,y), z ~ q(z|x,y) (the classification factor,
-    which is not part of the ELBO, left out)."""
-    scores = []
-    for c in range(num_classes):
-        batch = Batch(x, torch.full((len(x),), c, dtype=torch.long, device=x.device))
-        guide = poutine.trace(model.guide).get_trace(batch)
-        traced = poutine.trace(poutine.replay(model.model, trace=guide)).get_trace(batch)
-        score = torch.zeros(len(x), device=x.device)
-        for site in traced.nodes.values():  # log p(x, y, z): every model site
-            if site["type"] == "sample":
-                score = score + site["fn"].log_prob(site["value"])
-        for site in guide.nodes.values():  # - log q(z|x,y); the aux factor is observed
-            if site["type"] == "sample" and not site["is_observed"]:
-                score = score - site["fn"].log_prob(site["value"])
-        scores.append(score)
-    return torch.stack(scores, -1)
+    log p(x|y,z) + log p(y) + log p(z) - log q(z|x,y), z ~ q(z|x,y): the per-datapoint log-weight
+    of :class:`~inference.importance.ImportanceWeightedELBO`, with the guide's classification
+    factor (not part of the ELBO) hidden."""
+    guide = poutine.block(model.guide, hide_fn=lambda msg: msg["name"].startswith("aux_"))
+    estimator = ImportanceWeightedELBO(num_particles=1, require_reparam=False)
+    return torch.stack([
+        estimator.log_weights(model.model, guide, Batch(x, torch.full(
+            (len(x),), c, dtype=torch.long, device=x.device)))[0][0]
+        for c in range(num_classes)], -1)
 
 
 def generative_accuracy(model: SpecModel, split: Split, batch_size: int = 1000) -> float:
@@ -149,10 +143,11 @@ class Settings:
 
 class Method:
     """One way of learning a classifier from a :class:`SemiData`. ``module`` holds every trained
-    parameter (it is what checkpoints save); ``classify(x)`` returns class logits."""
+    parameter (it is what checkpoints save, with ``optimizer``: a torch optimizer or an
+    engine, anything with ``state_dict``); ``classify(x)`` returns class logits."""
 
     module: nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | Engine
 
     def __init__(self, data: SemiData, settings: Settings):
         self.data, self.settings = data, settings
@@ -193,30 +188,21 @@ class M2(Method):
         x_shape = tuple(data.unlabelled.x.shape[1:])
         self.module = SpecModel(x_shape, m2_spec(self.spec_name, data, settings.alpha))
         self.module.to(data.unlabelled.x.device)
-        self.optimizer = build_optimizer("adam", self.module.parameters(), settings.lr,
-                                         foreach=True)
         first = next(data.unlabelled.batches(2))
-        self.objective: Objective = objective_for_model("elbo", 1, self.module,
-                                                        Batch(first.x, first.y))
+        objective = objective_for_model("elbo", 1, self.module, Batch(first.x, first.y))
         with torch.random.fork_rng(devices=[]):  # one validated dry run (no backward)
             for batch in (Batch(first.x, first.y), Batch(first.x)):
-                self.objective.differentiable_loss(self.module.model, self.module.guide, batch)
+                objective.differentiable_loss(self.module.model, self.module.guide, batch)
+        # the fast engine is also what the runner checkpoints as the optimizer
+        self.optimizer = build_engine("fast", self.module, objective, "adam", settings.lr)
 
     def train_epoch(self) -> dict:
-        model, total, steps = self.module, torch.zeros(()), 0
-        model.train()
-        # the fast engine's conditions: validation off (the dry run in __init__ validated the
-        # model once), the running loss on the device
-        total = total.to(self.data.unlabelled.x.device)
-        with pyro.validation_enabled(False):
+        self.module.train()
+        total, steps = torch.zeros((), device=self.data.unlabelled.x.device), 0
+        with self.optimizer.epoch():
             for unlabelled, labelled in paired_batches(self.data.unlabelled, self.labelled_stream,
                                                        self.settings.batch_size):
-                self.optimizer.zero_grad(set_to_none=True)
-                loss = (self.objective.differentiable_loss(model.model, model.guide, unlabelled)
-                        + self.objective.differentiable_loss(model.model, model.guide, labelled))
-                loss.backward()
-                self.optimizer.step()
-                total = total + loss.detach()
+                total += self.optimizer.step(unlabelled, labelled)
                 steps += 1
         if not math.isfinite(float(total)):
             raise FloatingPointError("M2 training diverged (the objective is not finite); "
