@@ -26,10 +26,35 @@ import torch
 from .errors import AevbError
 
 
+def _launch(nproc: int, argv: list[str]) -> int:
+    """``aevb train --nproc R ...``: the same command under ``torchrun`` with R ranks on this
+    node (``--standalone`` rendezvous); for several nodes call torchrun directly (README)."""
+    import subprocess
+
+    if nproc < 1:
+        raise AevbError(f"--nproc {nproc}: give the number of ranks (>= 1)")
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            rest.append(a)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={nproc}", "-m", "inference.cli", *rest]
+    print("launching:", " ".join(command[1:]), file=sys.stderr)
+    return subprocess.call(command)
+
+
 def _train(args) -> int:
+    from . import distributed
     from .checkpoint import latest_checkpoint, load_checkpoint
     from .config import load_config
     from .training import default_run_dir, train
+
+    if args.nproc is not None and not distributed.launched_by_torchrun():
+        return _launch(args.nproc, args.argv)
 
     if args.resume:
         if args.config or args.spec:
@@ -52,8 +77,14 @@ def _train(args) -> int:
         cfg = replace(cfg, data=replace(cfg.data, data_dir=args.data_dir))
     if args.no_progress:
         cfg = replace(cfg, train=replace(cfg.train, progress=False))
-    print(f"run folder: {run_dir}", file=sys.stderr)
-    train(cfg, run_dir, resume=bool(args.resume), checkpoint=ckpt)
+    ctx = distributed.setup(cfg.device)
+    run_dir = Path(distributed.broadcast(str(run_dir), ctx))  # rank 0's (time-stamped) name
+    if not ctx.is_main:
+        train(cfg, run_dir, resume=bool(args.resume), checkpoint=ckpt, ctx=ctx)
+        return 0
+    print(f"run folder: {run_dir}" + (f" ({ctx.world_size} ranks)" if ctx.active else ""),
+          file=sys.stderr)
+    train(cfg, run_dir, resume=bool(args.resume), checkpoint=ckpt, ctx=ctx)
     evaluation = run_dir / "evaluation.json"
     if evaluation.is_file():
         result = json.loads(evaluation.read_text())
@@ -115,7 +146,7 @@ def _experiment(args) -> int:
         train_size=args.train_size, test_size=args.test_size, data_dir=args.data_dir,
         device=args.device or "auto")
     out = Path(args.out or f"results/semisupervised-{args.dataset}")
-    rows = Experiment(cfg, out, progress=not args.no_progress).run_all()
+    rows = Experiment(cfg, out, progress=not args.no_progress).run_all(args.workers)
     print((out / "results.md").read_text(), end="")
     print(out)
     return 0 if rows else 1
@@ -140,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="cpu, cuda or auto (default: the config's, auto)")
     t.add_argument("--data-dir", help="folder with the dataset's IDX files")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--nproc", type=int, help="data-parallel ranks on this node: relaunches the "
+                   "command under torchrun (NCCL on GPUs, gloo on CPU)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="test ELBO, IS log-likelihood, active units -> JSON")
@@ -184,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--device")
     ss.add_argument("--out", help="results folder (default results/semisupervised-DATASET)")
     ss.add_argument("--no-progress", action="store_true")
+    ss.add_argument("--workers", type=int, default=1, help="run independent runs in K worker "
+                    "processes (one GPU each where there are GPUs)")
     ss.set_defaults(func=_experiment)
     return parser
 
@@ -192,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("pyro").setLevel(logging.WARNING)
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
+    args.argv = argv
     # key=value overrides may come after options (``aevb train --spec F.yaml elbo=iwae``)
     if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-")
                                                     for e in extra):

@@ -35,6 +35,7 @@ from pyro.infer import SVI
 from models.base import Batch, LatentVariableModel
 from models.registry import Registry
 
+from .distributed import SINGLE, DistContext
 from .errors import ConfigError
 from .objectives import Objective
 from .optim import OPTIMIZERS, build_optimizer
@@ -50,12 +51,13 @@ class Engine:
     name = "engine"
 
     def __init__(self, model: LatentVariableModel, objective: Objective, optimizer: str,
-                 lr: float, weight_decay: float = 0.0):
-        self.model, self.objective = model, objective
+                 lr: float, weight_decay: float = 0.0, ctx: DistContext = SINGLE):
+        self.model, self.objective, self.ctx = model, objective, ctx
 
-    def step(self, *batches: Batch) -> torch.Tensor:
-        """One update on the sum of the objective over ``batches`` (M2 pairs an unlabelled
-        batch with a labelled one)."""
+    def step(self, *batches: Batch, weight: float = 1.0) -> torch.Tensor:
+        """One update on ``weight`` times the sum of the objective over ``batches`` (M2 pairs an
+        unlabelled batch with a labelled one; a data-parallel rank weights its shard, see
+        :func:`inference.distributed.shard_batches`)."""
         raise NotImplementedError
 
     def epoch(self) -> contextlib.AbstractContextManager:
@@ -84,22 +86,47 @@ class Engine:
 ENGINES: Registry[type[Engine]] = Registry("engine")
 
 
+class ObjectiveModule(torch.nn.Module):
+    """The objective of ``model`` as an ``nn.Module`` (Pyro's ``ELBOModule`` pattern), so that
+    :class:`~torch.nn.parallel.DistributedDataParallel` can wrap it: ``forward(*batches,
+    weight)`` is ``weight`` times the summed loss, and the module's parameters are the model's
+    (networks of the model and the guide)."""
+
+    def __init__(self, model: LatentVariableModel, objective: Objective):
+        super().__init__()
+        self.latent_model, self.objective = model, objective
+
+    def forward(self, *batches: Batch, weight: float = 1.0) -> torch.Tensor:
+        model, guide = self.latent_model.model, self.latent_model.guide
+        loss = sum(self.objective.differentiable_loss(model, guide, b) for b in batches)
+        assert isinstance(loss, torch.Tensor)
+        return loss * weight if weight != 1.0 else loss
+
+
 @ENGINES.register("fast")
 class FastEngine(Engine):
-    """``differentiable_loss`` + ``backward`` + a foreach torch optimizer; validation off."""
+    """``differentiable_loss`` + ``backward`` + a foreach torch optimizer; validation off.
+    Across ranks the loss module is wrapped in DistributedDataParallel, which averages the
+    gradients during ``backward``."""
 
     name = "fast"
 
-    def __init__(self, model, objective, optimizer, lr, weight_decay=0.0):
-        super().__init__(model, objective, optimizer, lr, weight_decay)
+    def __init__(self, model, objective, optimizer, lr, weight_decay=0.0, ctx=SINGLE):
+        super().__init__(model, objective, optimizer, lr, weight_decay, ctx)
+        self.loss: torch.nn.Module = ObjectiveModule(model, objective)
+        if ctx.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            on_gpu = next(model.parameters()).device.type == "cuda"
+            self.loss = DistributedDataParallel(
+                self.loss, device_ids=[ctx.local_rank] if on_gpu else None,
+                gradient_as_bucket_view=True)
         self.optimizer = build_optimizer(optimizer, model.parameters(), lr, weight_decay,
                                          foreach=True)
 
-    def step(self, *batches: Batch) -> torch.Tensor:
+    def step(self, *batches: Batch, weight: float = 1.0) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
-        model, guide = self.model.model, self.model.guide
-        loss = sum(self.objective.differentiable_loss(model, guide, b) for b in batches)
-        assert isinstance(loss, torch.Tensor)
+        loss = self.loss(*batches, weight=weight)
         loss.backward()
         self.optimizer.step()
         return loss.detach()
@@ -126,8 +153,11 @@ class SVIEngine(Engine):
     name = "svi"
     prefix = "aevb"
 
-    def __init__(self, model, objective, optimizer, lr, weight_decay=0.0):
-        super().__init__(model, objective, optimizer, lr, weight_decay)
+    def __init__(self, model, objective, optimizer, lr, weight_decay=0.0, ctx=SINGLE):
+        super().__init__(model, objective, optimizer, lr, weight_decay, ctx)
+        if ctx.active:
+            raise ConfigError("train.engine=svi trains in one process; data-parallel training "
+                              "(torchrun) uses train.engine=fast")
         pyro.clear_param_store()  # pyro.module would otherwise reuse another run's tensors
         self.optim = pyro.optim.PyroOptim(OPTIMIZERS.get(optimizer),
                                           {"lr": lr, "weight_decay": weight_decay})
@@ -142,8 +172,8 @@ class SVIEngine(Engine):
                        self.optim, loss=objective.elbo)
         self._checked = False
 
-    def step(self, *batches: Batch) -> torch.Tensor:
-        if len(batches) != 1:
+    def step(self, *batches: Batch, weight: float = 1.0) -> torch.Tensor:
+        if len(batches) != 1 or weight != 1.0:
             raise NotImplementedError("train.engine=svi takes one batch per step")
         loss = self.svi.step(batches[0])
         if not self._checked:
@@ -167,6 +197,7 @@ class SVIEngine(Engine):
 
 
 def build_engine(name: str, model: LatentVariableModel, objective: Objective, optimizer: str,
-                 lr: float, weight_decay: float = 0.0) -> Engine:
-    """The engine registered as ``name`` (``fast`` or ``svi``)."""
-    return ENGINES.get(name)(model, objective, optimizer, lr, weight_decay)
+                 lr: float, weight_decay: float = 0.0, ctx: DistContext = SINGLE) -> Engine:
+    """The engine registered as ``name`` (``fast`` or ``svi``), data-parallel over the ranks of
+    ``ctx`` where it has more than one."""
+    return ENGINES.get(name)(model, objective, optimizer, lr, weight_decay, ctx)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -165,11 +166,11 @@ class Experiment:
     def m1(self, seed: int) -> VAE:
         path = self.out / "m1" / f"seed-{seed}.pt"
         bundle = self.data()
+        torch.manual_seed(1000 + seed)  # before the VAE's initialisation: M1 depends on the seed only
         model = VAE(tuple(bundle.train.x.shape[1:])).to(self.device)
         if path.is_file():
             model.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
             return model
-        torch.manual_seed(1000 + seed)
         engine = build_engine("fast", model, build_objective("elbo"), "adam", self.cfg.lr)
         for epoch in range(self.cfg.m1_epochs or self.cfg.epochs):
             train_epoch(model, engine, bundle.train, self.cfg.batch_size,
@@ -227,14 +228,25 @@ class Experiment:
         atomic_write_text(result_path, json.dumps(result, indent=2) + "\n")
         return result
 
-    def run_all(self) -> list[dict]:
+    def run_all(self, workers: int = 1) -> list[dict]:
+        """Every run (finished ones are read back), then the table and the plot. With
+        ``workers`` > 1 the runs go to that many worker processes (see :func:`run_parallel`);
+        the table is the same as a sequential run's."""
+        if workers < 1:
+            raise ConfigError(f"--workers {workers}: give the number of worker processes (>= 1)")
         self.claim_folder()
         runs = self.cfg.runs()
-        results = []
-        with tqdm(total=len(runs), disable=not self.progress, unit="run", desc="runs") as bar:
-            for method, labels, seed in runs:
-                results.append(self.run(method, labels, seed, bar))
-                bar.update(1)
+        if workers > 1:
+            results = run_parallel(self, runs, workers)
+        else:
+            results = []
+            with tqdm(total=len(runs), disable=not self.progress, unit="run", desc="runs") as bar:
+                for method, labels, seed in runs:
+                    results.append(self.run(method, labels, seed, bar))
+                    bar.update(1)
+        return self.write_summary(results)
+
+    def write_summary(self, results: list[dict]) -> list[dict]:
         rows = summarize(results)
         bundle = self.data()
         d = bundle.description
@@ -246,3 +258,58 @@ class Experiment:
         write_table(rows, self.out, description)
         accuracy_vs_labels(rows, self.out / "accuracy.png")
         return rows
+
+
+# -- parallel runs ------------------------------------------------------------------------------
+_WORKER: dict = {}
+
+
+def _start_worker(cfg: dict, out: str, counter, workers: int) -> None:
+    """A worker process's set-up: its own GPU (worker i gets ``cuda:i mod #GPUs``) when the
+    experiment runs on CUDA, else an equal share of the CPU cores."""
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    config = ExperimentConfig(**cfg)
+    device = resolve_device(config.device)
+    if device.type == "cuda":
+        config.device = f"cuda:{index % torch.cuda.device_count()}"
+    else:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    _WORKER["experiment"] = Experiment(config, Path(out), progress=False)
+
+
+def _work(task: tuple) -> dict | None:
+    experiment: Experiment = _WORKER["experiment"]
+    if task[0] == "m1":
+        experiment.m1(task[1])
+        return None
+    return experiment.run(*task[1:])
+
+
+def run_parallel(experiment: Experiment, runs: list[tuple[str, int, int]], workers: int
+                 ) -> list[dict]:
+    """Independent (method, N_labels, seed) runs in ``workers`` processes (``spawn``), each run
+    seeded as in a sequential run and resumable the same way. The M1 models that M1+M2 runs
+    share are trained first, one seed per task, so no two workers train the same one."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = mp.get_context("spawn")
+    counter = context.Value("i", 0)
+    m1_seeds = sorted({seed for method, _, seed in runs if method == "m1m2"})
+    results: dict[tuple, dict] = {}
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                             initargs=(asdict(experiment.cfg), str(experiment.out), counter,
+                                       workers)) as pool, \
+            tqdm(total=len(runs), disable=not experiment.progress, unit="run",
+                 desc=f"runs ({workers} workers)") as bar:
+        for future in as_completed([pool.submit(_work, ("m1", s)) for s in m1_seeds]):
+            future.result()
+        futures = {pool.submit(_work, ("run", *run)): run for run in runs}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            method, labels, seed = futures[future]
+            bar.set_postfix(done=f"{method} n={labels} seed={seed}")
+            bar.update(1)
+    return [results[run] for run in runs]

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from models.base import LatentVariableModel
 
-from . import plots
+from . import distributed, plots
 from .builder import build_model
 from .checkpoint import (
     atomic_write_text,
@@ -37,6 +37,7 @@ from .checkpoint import (
 )
 from .config import Config, from_dict, to_dict, to_yaml
 from .data import DATASETS, DataBundle, Split, load_data
+from .distributed import SINGLE, DistContext
 from .engines import Engine, build_engine
 from .errors import ConfigError, DataError, RunDirError
 from .evaluation import evaluate, mean_elbo
@@ -93,25 +94,38 @@ LOG_INTERVAL = 50  # steps between progress-bar updates (the only host reads of 
 
 
 def train_epoch(model: LatentVariableModel, engine: Engine, split: Split, batch_size: int,
-                progress: bool = True, desc: str = "") -> dict:
+                progress: bool = True, desc: str = "", ctx: DistContext = SINGLE,
+                shuffle: torch.Generator | None = None) -> dict:
     """One pass over ``split`` with ``engine``'s steps; returns the per-datapoint objective, time
     and throughput. The running loss stays on the device; it is read every
-    :data:`LOG_INTERVAL` steps for the progress bar, and once at the end."""
+    :data:`LOG_INTERVAL` steps for the progress bar, and once at the end.
+
+    Across ranks (``ctx.active``) each step takes the rank's shard of a global minibatch of
+    ``batch_size`` drawn with the ``shuffle`` generator (identical on every rank; see
+    :func:`inference.distributed.shard_batches`), and the figures are those of the global
+    batches, averaged over the ranks once at the end of the epoch.
+    """
     model.train()
     num_data = len(split)
     total = torch.zeros((), device=split.x.device)
     steps = 0
     start = time.perf_counter()
     bar = tqdm(total=num_data, disable=not progress, unit="img", desc=desc, leave=False)
+    if ctx.active:
+        assert shuffle is not None, "data-parallel epochs need the ranks' common shuffle generator"
+        batches = distributed.shard_batches(split, batch_size, ctx, shuffle)
+    else:
+        batches = ((b, 1.0) for b in split.batches(batch_size, shuffle=True, scaled=True))
     with engine.epoch():
-        for batch in split.batches(batch_size, shuffle=True, scaled=True):
-            total += engine.step(batch).to(total.device)
+        for batch, weight in batches:
+            total += engine.step(batch, weight=weight).to(total.device)
             steps += 1
             if progress and steps % LOG_INTERVAL == 0:
                 bar.update(LOG_INTERVAL * batch_size)
                 elapsed = time.perf_counter() - start
                 bar.set_postfix(objective=f"{-float(total) / steps / num_data:.2f}",
                                 img_s=f"{bar.n / elapsed:.0f}")
+    total = distributed.mean_over_ranks(total, ctx)
     if split.x.device.type == "cuda":
         torch.cuda.synchronize(split.x.device)
     bar.update(num_data - bar.n)
@@ -153,23 +167,31 @@ def _environment(device: torch.device) -> dict:
 
 
 def train(cfg: Config, run_dir: Path, *, resume: bool = False, checkpoint: Path | None = None,
-          final_evaluation: bool = True) -> Path:
+          final_evaluation: bool = True, ctx: DistContext | None = None) -> Path:
     """Train as configured into ``run_dir``; with ``resume`` continue from its newest checkpoint
     (or ``checkpoint``) up to ``cfg.train.epochs``. Returns ``run_dir``.
 
     Every check that can fail (run folder, checkpoint, data, model/data match) runs before
     anything is written, so a refused run leaves existing files as they were.
+
+    Under torchrun (``ctx.active``; see :mod:`inference.distributed`) every rank trains its
+    shards with DistributedDataParallel; rank 0 alone reads the checkpoint (and sends it to the
+    others), writes the run folder and runs the final evaluation.
     """
+    ctx = ctx or distributed.current()
     run_dir = Path(run_dir)
+    distributed.check_batch_size(cfg.train.batch_size, ctx)
     payload = None
-    if resume:
-        if not run_dir.is_dir():
-            raise RunDirError(f"cannot resume: {run_dir} is not a run folder")
-        payload = load_checkpoint(checkpoint or latest_checkpoint(run_dir), map_location="cpu")
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        raise RunDirError(f"run folder {run_dir} already exists and is not empty; continue it with "
-                          f"`aevb train --resume {run_dir}` or choose another --run-dir")
-    device = resolve_device(cfg.device)
+    if ctx.is_main:
+        if resume:
+            if not run_dir.is_dir():
+                raise RunDirError(f"cannot resume: {run_dir} is not a run folder")
+            payload = load_checkpoint(checkpoint or latest_checkpoint(run_dir), map_location="cpu")
+        elif run_dir.exists() and any(run_dir.iterdir()):
+            raise RunDirError(f"run folder {run_dir} already exists and is not empty; continue it "
+                              f"with `aevb train --resume {run_dir}` or choose another --run-dir")
+    payload = distributed.broadcast(payload, ctx)
+    device = distributed.rank_device(resolve_device(cfg.device), ctx)
     pyro.set_rng_seed(cfg.seed)
     pyro.clear_param_store()
     model = build_model(cfg.model, DATASETS.get(cfg.data.name).x_shape)  # a bad model fails fast
@@ -177,31 +199,43 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, checkpoint: Path 
     model = model.to(device)
     check_data(model, data)
     note = likelihood_note(cfg)
-    if note:
+    if note and ctx.is_main:
         warnings.warn(note, stacklevel=2)
     objective = prepare_objective(cfg, model, next(data.valid.batches(2)))
     engine = build_engine(cfg.train.engine, model, objective, cfg.optim.name, cfg.optim.lr,
-                          cfg.optim.weight_decay)
+                          cfg.optim.weight_decay, ctx)
     start_epoch = 0
     if payload is not None:
         start_epoch = restore(payload, model, engine)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))  # on resume: with its overrides
-    metrics = MetricsLog(run_dir, cfg.train.tensorboard)
-    metrics.truncate(start_epoch)  # rows written after the checkpoint we continue from
+    metrics = None
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))  # on resume: with its overrides
+        metrics = MetricsLog(run_dir, cfg.train.tensorboard)
+        metrics.truncate(start_epoch)  # rows written after the checkpoint we continue from
     config_dict = to_dict(cfg)
     for epoch in range(start_epoch + 1, cfg.train.epochs + 1):
-        row = {"epoch": epoch, "objective": cfg.elbo, "num_particles": cfg.num_particles}
+        shuffle = None
+        if ctx.active:  # every rank's noise stream and the common permutation, from the epoch
+            distributed.seed_epoch(cfg.seed, epoch, ctx)
+            shuffle = distributed.shuffle_generator(cfg.seed, epoch)
+        row = {"epoch": epoch, "objective": cfg.elbo, "num_particles": cfg.num_particles,
+               "ranks": ctx.world_size}
         row |= train_epoch(model, engine, data.train, cfg.train.batch_size,
-                           cfg.train.progress, desc=f"epoch {epoch}/{cfg.train.epochs}")
+                           cfg.train.progress and ctx.is_main,
+                           desc=f"epoch {epoch}/{cfg.train.epochs}", ctx=ctx, shuffle=shuffle)
+        if metrics is None:  # ranks other than 0 go on to the next epoch's first all-reduce
+            continue
         row["valid_elbo"] = mean_elbo(model, data.valid)
         metrics.append(row)
         save_checkpoint(run_dir, epoch, model, engine, config_dict, cfg.train.keep_checkpoints)
         log.info("epoch %d: train %s %.2f, valid ELBO %.2f nats, %.1f s", epoch, cfg.elbo,
                  row["train_objective"], row["valid_elbo"], row["seconds"])
-    if final_evaluation:
+    distributed.shutdown(ctx)
+    if final_evaluation and ctx.is_main:
         write_evaluation(model, data, cfg, run_dir, cfg.eval.num_samples, device)
-        plots.write_all(model, data, metrics.rows(), run_dir, cfg.eval.num_images)
+        plots.write_all(model, data, metrics.rows() if metrics else [], run_dir,
+                        cfg.eval.num_images)
     return run_dir
 
 

@@ -12,7 +12,9 @@ SMOKE_ARGS = {
                       "--repeats", "1", "--train-size", "600", "--eval-images", "20",
                       "--eval-k", "50", "--eval-chunks", "25x10,10x5",
                       "--device", "cpu"],
+    "scaling.py": ["--ranks", "1,2", "--batch-sizes", "16", "--steps", "2", "--repeats", "1"],
 }
+EXPECTED = {"throughput.py": "ratio aevb / hand-written", "scaling.py": "| 16 | 2 | 1 |"}
 
 
 def test_every_benchmark_is_listed():
@@ -28,4 +30,4 @@ def test_benchmark_runs(script, fashion_dir):
          "--data-dir", str(fashion_dir)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "ratio aevb / hand-written" in out.stdout
+    assert EXPECTED[script] in out.stdout
