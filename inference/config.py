@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from models.families import FAMILIES
 from models.loading import ModelLoadError, absolute_reference, resolve_model
 from models.networks import ACTIVATIONS, NETWORKS
+from models.posteriors import POSTERIORS
 from models.spec import SpecError, load_spec
 
 from .errors import ConfigError
@@ -58,7 +59,9 @@ class ModelConfig:
     :param options: further constructor arguments of a user's model.
 
     The other keys are the arguments of the VAE-like models; each is passed to a model whose
-    constructor takes it, and refused when set for one that does not.
+    constructor takes it, and refused when set for one that does not. ``posterior`` is the
+    family of q(z|x) (``diag``, ``lowrank``, ``full``, ``mixture``, ``planar``, ``iaf``;
+    :mod:`models.posteriors`) and ``posterior_size`` its rank, components or flow steps.
     """
 
     name: str = "vae"
@@ -68,6 +71,8 @@ class ModelConfig:
     activation: str = "tanh"
     likelihood: str = "bernoulli"
     min_scale: float = 0.01
+    posterior: str = "diag"
+    posterior_size: int | None = None
     spec: Any = None
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -111,12 +116,26 @@ class EvalConfig:
 
 
 @dataclass
+class KLConfig:
+    """A weight w on the KL term (:mod:`inference.annealing`): β-VAE and KL warm-up.
+
+    :param beta: the final weight β (1 = the ELBO; Higgins et al. 2017 use β > 1).
+    :param warmup_epochs: epochs of linear warm-up of w from 0 to β, updated every step
+        (0 = none; Sønderby et al. 2016).
+    """
+
+    beta: float = 1.0
+    warmup_epochs: float = 0.0
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    kl: KLConfig = field(default_factory=KLConfig)
     elbo: str = "elbo"
     num_particles: int = 1
     seed: int = 0
@@ -225,6 +244,9 @@ def validate(cfg: Config) -> None:
     _check_name("model.network", cfg.model.network, NETWORKS)
     _check_name("model.activation", cfg.model.activation, ACTIVATIONS)
     _check_name("model.likelihood", cfg.model.likelihood, FAMILIES)
+    if cfg.model.posterior not in POSTERIORS:
+        raise ConfigError(f"bad value for config key 'model.posterior': {cfg.model.posterior!r} "
+                          f"is not one of {', '.join(POSTERIORS)}")
     if cfg.data.binarization not in BINARIZATIONS:
         raise ConfigError(f"bad value for config key 'data.binarization': "
                           f"{cfg.data.binarization!r} is not one of {', '.join(BINARIZATIONS)}")
@@ -244,6 +266,10 @@ def validate(cfg: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"bad value for config key {key!r}: must be > 0, got {value}")
+    if cfg.kl.beta <= 0 or cfg.kl.warmup_epochs < 0:
+        raise ConfigError(f"bad value for config key 'kl.beta' / 'kl.warmup_epochs': need "
+                          f"beta > 0 and warmup_epochs >= 0, got {cfg.kl.beta} and "
+                          f"{cfg.kl.warmup_epochs}")
     if cfg.data.validation_size <= 0:
         raise ConfigError("bad value for config key 'data.validation_size': must be > 0 "
                           "(the validation ELBO is reported every epoch)")

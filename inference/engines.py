@@ -168,7 +168,8 @@ class SVIEngine(Engine):
                 return fn(*args, **kwargs)
             return call
 
-        self.svi = SVI(registered(model.model), registered(objective.wrap_guide(model.guide)),
+        self.svi = SVI(registered(objective.wrap_model(model.model)),
+                       registered(objective.wrap_guide(model.guide)),
                        self.optim, loss=objective.elbo)
         self._checked = False
 

@@ -33,10 +33,12 @@ from pyro.distributions import TorchDistribution
 from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
+from torch.distributions import kl_divergence
 
 from models.base import Batch, labels_of
 from models.registry import Registry
 
+from .annealing import WEIGHTABLE, KLWeight
 from .importance import ImportanceWeightedELBO
 
 
@@ -108,6 +110,8 @@ class ModelTraits:
 
     enumerated: list[str] = field(default_factory=list)
     non_reparameterized: list[str] = field(default_factory=list)
+    #: latent sites whose KL(q || p) has no closed form (``site: "Q || P"``)
+    no_analytic_kl: dict[str, str] = field(default_factory=dict)
 
 
 def model_traits(model, batch: Batch) -> ModelTraits:
@@ -121,6 +125,8 @@ def model_traits(model, batch: Batch) -> ModelTraits:
     for b in batches:
         with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad():
             trace = poutine.trace(model.guide).get_trace(b)
+            if not traits.enumerated:
+                _check_analytic_kl(model, trace, b, traits)
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or site["is_observed"] or isinstance(site["fn"], _Subsample):
                 continue
@@ -130,6 +136,28 @@ def model_traits(model, batch: Batch) -> ModelTraits:
             elif not site["fn"].has_rsample and name not in traits.non_reparameterized:
                 traits.non_reparameterized.append(name)
     return traits
+
+
+def _check_analytic_kl(model, guide_trace, batch: Batch, traits: ModelTraits) -> None:
+    """Record the latent sites whose KL(guide || model) torch.distributions cannot compute."""
+    model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(batch)
+    for name, site in guide_trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"] or isinstance(site["fn"], _Subsample):
+            continue
+        prior = model_trace.nodes.get(name)
+        if prior is None or prior["type"] != "sample":
+            continue
+        try:
+            kl_divergence(site["fn"], prior["fn"])
+        except NotImplementedError:
+            traits.no_analytic_kl[name] = (f"{_dist_name(site['fn'])} || "
+                                           f"{_dist_name(prior['fn'])}")
+
+
+def _dist_name(d) -> str:
+    while hasattr(d, "base_dist") and type(d).__name__ in ("Independent", "ExpandedDistribution"):
+        d = d.base_dist
+    return type(d).__name__
 
 
 @dataclass
@@ -150,6 +178,8 @@ class Objective:
     enum_elbo: ELBO | None = None
     needs_reparam: bool = False
     enumerates: bool = False
+    needs_analytic_kl: bool = False
+    kl_weight: KLWeight | None = None
 
     def for_model(self, traits: ModelTraits) -> Objective:
         """This objective adapted to a model with ``traits``.
@@ -165,6 +195,12 @@ class Objective:
                     f"infer={{'enumerate': 'parallel'}} to be summed out exactly); use "
                     f"elbo={' or elbo='.join(can)} (TraceEnum_ELBO)")
             return replace(self, elbo=self.enum_elbo, enum_elbo=None, enumerates=True)
+        if self.needs_analytic_kl and traits.no_analytic_kl:
+            sites = "; ".join(f"{n} ({kl})" for n, kl in traits.no_analytic_kl.items())
+            raise IncompatibleObjective(
+                f"elbo={self.name} computes KL(q || p) analytically, but it has no closed form "
+                f"for {sites}: a mixture or flow posterior; use elbo=elbo (KL sampled) or "
+                "elbo=iwae")
         if self.needs_reparam and traits.non_reparameterized:
             raise IncompatibleObjective(
                 f"elbo={self.name} needs reparameterized latents, but the guide samples "
@@ -176,16 +212,39 @@ class Objective:
     def num_particles(self) -> int:
         return self.elbo.num_particles
 
+    def with_kl_weight(self, handler: KLWeight) -> Objective:
+        """This objective with its KL term weighted by ``handler.weight`` (β, warm-up; see
+        :mod:`inference.annealing`).
+
+        :raises IncompatibleObjective: for objectives without a KL term (iwae) and for models
+            whose discrete latents are enumerated.
+        """
+        if self.name not in WEIGHTABLE:
+            raise IncompatibleObjective(
+                f"kl.beta / kl.warmup_epochs weight the KL term, and elbo={self.name} has none "
+                f"(its bound log-mean-exps whole importance weights); use elbo="
+                f"{' or elbo='.join(WEIGHTABLE)}, or leave kl.beta=1 and kl.warmup_epochs=0")
+        if self.enumerates:
+            raise IncompatibleObjective(
+                "kl.beta / kl.warmup_epochs are not supported for models with enumerated discrete "
+                "latents (the weight would scale the summed-out sites too)")
+        return replace(self, kl_weight=handler)
+
+    def wrap_model(self, model: Callable) -> Callable:
+        return self.kl_weight(model) if self.kl_weight is not None else model
+
     def wrap_guide(self, guide: Callable) -> Callable:
-        return ScoreFunction()(guide) if self.score_function else guide
+        guide = ScoreFunction()(guide) if self.score_function else guide
+        return self.kl_weight(guide) if self.kl_weight is not None else guide
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs):
+        model, guide = self.wrap_model(model), self.wrap_guide(guide)
         if not self.enumerates:
-            return self.elbo.differentiable_loss(model, self.wrap_guide(guide), *args, **kwargs)
+            return self.elbo.differentiable_loss(model, guide, *args, **kwargs)
         with warnings.catch_warnings():
             # a labelled batch of a model whose labels are optional has nothing to enumerate
             warnings.filterwarnings("ignore", "TraceEnum_ELBO found no sample sites")
-            return self.elbo.differentiable_loss(model, self.wrap_guide(guide), *args, **kwargs)
+            return self.elbo.differentiable_loss(model, guide, *args, **kwargs)
 
 
 OBJECTIVES: Registry[Callable[[int], Objective]] = Registry("objective")
@@ -201,10 +260,11 @@ def _elbo(num_particles: int) -> Objective:
 
 @OBJECTIVES.register("meanfield")
 def _meanfield(num_particles: int) -> Objective:
-    # TraceMeanField_ELBO has no score-function terms: it needs reparameterized latents
+    # it needs reparameterized latents and a closed-form KL for every one; Pyro would silently
+    # fall back to a sampled KL where there is none, so model_traits finds those sites first
     return Objective(
         "meanfield", TraceMeanField_ELBO(num_particles=num_particles, vectorize_particles=True),
-        needs_reparam=True)
+        needs_reparam=True, needs_analytic_kl=True)
 
 
 @OBJECTIVES.register("iwae")

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +27,7 @@ from tqdm.auto import tqdm
 from models.base import LatentVariableModel
 
 from . import distributed, plots
+from .annealing import KLSchedule, KLWeight
 from .builder import build_model
 from .checkpoint import (
     atomic_write_text,
@@ -95,7 +98,8 @@ LOG_INTERVAL = 50  # steps between progress-bar updates (the only host reads of 
 
 def train_epoch(model: LatentVariableModel, engine: Engine, split: Split, batch_size: int,
                 progress: bool = True, desc: str = "", ctx: DistContext = SINGLE,
-                shuffle: torch.Generator | None = None) -> dict:
+                shuffle: torch.Generator | None = None,
+                on_step: Callable[[float], None] | None = None) -> dict:
     """One pass over ``split`` with ``engine``'s steps; returns the per-datapoint objective, time
     and throughput. The running loss stays on the device; it is read every
     :data:`LOG_INTERVAL` steps for the progress bar, and once at the end.
@@ -116,8 +120,11 @@ def train_epoch(model: LatentVariableModel, engine: Engine, split: Split, batch_
         batches = distributed.shard_batches(split, batch_size, ctx, shuffle)
     else:
         batches = ((b, 1.0) for b in split.batches(batch_size, shuffle=True, scaled=True))
+    num_steps = -(-num_data // batch_size)
     with engine.epoch():
         for batch, weight in batches:
+            if on_step is not None:
+                on_step((steps + 1) / num_steps)
             total += engine.step(batch, weight=weight).to(total.device)
             steps += 1
             if progress and steps % LOG_INTERVAL == 0:
@@ -139,20 +146,35 @@ def train_epoch(model: LatentVariableModel, engine: Engine, split: Split, batch_
 
 
 def prepare_objective(cfg: Config, model: LatentVariableModel, batch) -> Objective:
-    """The configured objective adapted to ``model``, or a :class:`ConfigError` saying why it
-    cannot train it — before anything is trained or written.
+    """The configured objective adapted to ``model`` (with the KL weight of ``cfg.kl`` where
+    one is set), or a :class:`ConfigError` saying why it cannot train it — before anything is
+    trained or written.
 
     The dry run also lets Pyro guess the plate nesting (which draws random numbers) now, so a
     fresh run and a resumed one consume the random stream identically.
     """
+    schedule = KLSchedule(cfg.kl.beta, cfg.kl.warmup_epochs)
     try:
         objective = objective_for_model(cfg.elbo, cfg.num_particles, model, batch)
+        if schedule.active:
+            objective = objective.with_kl_weight(KLWeight(schedule.weight(1.0)))
         objective.differentiable_loss(model.model, model.guide, batch)  # no backward
     except IncompatibleObjective as exc:
         raise ConfigError(str(exc)) from None
     except (ValueError, NotImplementedError) as exc:
         raise ConfigError(f"elbo={cfg.elbo} cannot train this model: {exc}") from None
     return objective
+
+
+def kl_clock(cfg: Config, objective: Objective, epoch: int) -> Callable[[float], None] | None:
+    """The per-step update of the objective's KL weight in ``epoch`` (None without one)."""
+    handler, schedule = objective.kl_weight, KLSchedule(cfg.kl.beta, cfg.kl.warmup_epochs)
+    if handler is None:
+        return None
+
+    def on_step(fraction: float) -> None:
+        handler.weight = schedule.weight(epoch - 1 + fraction)
+    return on_step
 
 
 def default_run_dir(config_path: str | None) -> Path:
@@ -223,7 +245,10 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, checkpoint: Path 
                "ranks": ctx.world_size}
         row |= train_epoch(model, engine, data.train, cfg.train.batch_size,
                            cfg.train.progress and ctx.is_main,
-                           desc=f"epoch {epoch}/{cfg.train.epochs}", ctx=ctx, shuffle=shuffle)
+                           desc=f"epoch {epoch}/{cfg.train.epochs}", ctx=ctx, shuffle=shuffle,
+                           on_step=kl_clock(cfg, objective, epoch))
+        if objective.kl_weight is not None:
+            row["kl_weight"] = objective.kl_weight.weight
         if metrics is None:  # ranks other than 0 go on to the next epoch's first all-reduce
             continue
         row["valid_elbo"] = mean_elbo(model, data.valid)
@@ -232,6 +257,8 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, checkpoint: Path 
         log.info("epoch %d: train %s %.2f, valid ELBO %.2f nats, %.1f s", epoch, cfg.elbo,
                  row["train_objective"], row["valid_elbo"], row["seconds"])
     distributed.shutdown(ctx)
+    if ctx.active and device.type == "cpu":  # the other ranks are gone: rank 0 takes the cores
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
     if final_evaluation and ctx.is_main:
         write_evaluation(model, data, cfg, run_dir, cfg.eval.num_samples, device)
         plots.write_all(model, data, metrics.rows() if metrics else [], run_dir,

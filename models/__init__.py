@@ -4,13 +4,15 @@ from .base import DATA_PLATE, Batch, LatentVariableModel
 from .families import FAMILIES, VALUE_TYPES
 from .linear_gaussian import LinearGaussianVAE
 from .networks import ACTIVATIONS, NETWORKS, register_network
+from .posteriors import POSTERIORS  # registers lowrank, full, mixture, planar, iaf families
 from .registry import Registry, UnknownNameError
 from .spec import ModelSpec, SpecError, SpecModel, compile_spec, load_spec
 from .vae import VAE
 from .zoo import MODELS, register_model
 
 __all__ = [
-    "ACTIVATIONS", "DATA_PLATE", "FAMILIES", "MODELS", "NETWORKS", "VALUE_TYPES", "VAE", "Batch",
-    "LatentVariableModel", "LinearGaussianVAE", "ModelSpec", "Registry", "SpecError", "SpecModel",
-    "UnknownNameError", "compile_spec", "load_spec", "register_model", "register_network",
+    "ACTIVATIONS", "DATA_PLATE", "FAMILIES", "MODELS", "NETWORKS", "POSTERIORS", "VALUE_TYPES",
+    "VAE", "Batch", "LatentVariableModel", "LinearGaussianVAE", "ModelSpec", "Registry",
+    "SpecError", "SpecModel", "UnknownNameError", "compile_spec", "load_spec", "register_model",
+    "register_network",
 ]

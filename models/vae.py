@@ -11,6 +11,7 @@ from pyro import distributions as dist
 from .base import Batch, LatentVariableModel
 from .families import FAMILIES, VALUE_TYPES, DiagonalNormal, build_family
 from .networks import build_network
+from .posteriors import POSTERIORS
 from .zoo import register_model
 
 
@@ -32,6 +33,10 @@ class VAE(LatentVariableModel):
     :param str likelihood: ``"bernoulli"`` (default), ``"gaussian"`` or another family of
         :data:`~models.families.FAMILIES`.
     :param float min_scale: floor of the Gaussian likelihood's scale (default 0.01).
+    :param str posterior: the family of q(z|x): ``diag`` (default, the paper's), ``lowrank``,
+        ``full``, ``mixture``, ``planar`` or ``iaf`` (see :mod:`models.posteriors`).
+    :param int posterior_size: the rank (``lowrank``), number of components (``mixture``) or
+        of flow steps (``planar``, ``iaf``); ``None`` for the family's default.
     """
 
     observed_sites = ("x",)
@@ -45,6 +50,8 @@ class VAE(LatentVariableModel):
         activation: str = "tanh",
         likelihood: str = "bernoulli",
         min_scale: float = 0.01,
+        posterior: str = "diag",
+        posterior_size: int | None = None,
     ):
         super().__init__()
         self.x_shape = tuple(x_shape)
@@ -52,7 +59,17 @@ class VAE(LatentVariableModel):
         scaled = issubclass(FAMILIES.get(likelihood), DiagonalNormal)
         options = {"min_scale": min_scale} if scaled else {}
         self.likelihood = build_family(likelihood, self.x_shape, **options)
-        self.posterior_family = build_family("diag", (z_dim,))
+        if posterior not in POSTERIORS:
+            raise ValueError(f"posterior={posterior!r} is not one of {', '.join(POSTERIORS)}")
+        if posterior == "diag":
+            if posterior_size is not None:
+                raise ValueError("posterior_size applies to lowrank, full, mixture, planar and "
+                                 "iaf posteriors, not to diag")
+            self.posterior_family = build_family("diag", (z_dim,))
+        else:
+            self.posterior_family = build_family(posterior, (z_dim,), size=posterior_size)
+        if getattr(self.posterior_family, "module", None) is not None:
+            self.posterior_flow = self.posterior_family.module  # registered: trained with the rest
         self.encoder = build_network(network, [self.x_shape], self.posterior_family.param_shape,
                                      hidden_sizes, activation)
         self.decoder = build_network(network, [(z_dim,)], self.likelihood.param_shape,
@@ -68,17 +85,18 @@ class VAE(LatentVariableModel):
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=batch.x)
 
     def guide(self, batch: Batch) -> None:
-        loc, scale = self.posterior(batch.x)
+        q = self.posterior_family(self.encoder(batch.x))
         with self.data_plate(batch):
-            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+            pyro.sample("z", q)
 
     # -- helpers used by the trainer, evaluation and pictures -----------------------------
-    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and standard deviation of q(z|x)."""
-        return self.posterior_family.split(self.encoder(x))
+    def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
+        """q(z|x)."""
+        return self.posterior_family(self.encoder(x))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.posterior(x)[0]
+        """The posterior mean (for flows: the base mean pushed through the flow)."""
+        return self.posterior_family.mean(self.encoder(x))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Mean of p(x|z)."""

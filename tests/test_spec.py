@@ -261,7 +261,8 @@ ERRORS = {
                        r"latents\.z\.posterior\.family: unknown family 'flow'; valid families:"),
     "family for another type": (edit("latents.z.posterior.family", "categorical"),
                                 r"family 'categorical' is for categorical variables but 'z' is "
-                                r"normal; families for normal: diag, gaussian"),
+                                r"normal; families for normal: diag, full, gaussian, iaf, lowrank, mixture, "
+                                r"planar"),
     "unknown likelihood": (edit("observed.x.likelihood", "poisson"),
                            r"observed\.x\.likelihood: unknown family 'poisson'"),
     "latent the guide misses": (edit("latents.z.posterior", None),

@@ -313,6 +313,12 @@ class SpecModel(LatentVariableModel):
         self.model_order, self.guide_order, self.networks = compiler.run()
         self.variables = compiler.variables
         self.priors, self.posteriors = compiler.priors, compiler.posteriors
+        # families with parameters of their own (flow posteriors) train with the networks
+        flows = {name: c.family.module for name, c in (*self.priors.items(),
+                                                       *self.posteriors.items())
+                 if c.family is not None and getattr(c.family, "module", None) is not None}
+        if flows:
+            self.flows = nn.ModuleDict(flows)
         self.x_shape = tuple(x_shape)
         self.observed_sites = tuple(n for n, v in self.variables.items() if v.role == "observed")
         self.enumerated_sites = tuple(n for n, c in self.posteriors.items() if c.enumerate)
