@@ -138,6 +138,7 @@ class Config:
     kl: KLConfig = field(default_factory=KLConfig)
     elbo: str = "elbo"
     num_particles: int = 1
+    renyi_alpha: float = 0.5
     seed: int = 0
     device: str = "auto"
 
@@ -266,6 +267,12 @@ def validate(cfg: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"bad value for config key {key!r}: must be > 0, got {value}")
+    if cfg.renyi_alpha != Config.renyi_alpha and cfg.elbo != "renyi":
+        raise ConfigError(f"config key 'renyi_alpha' is set, but elbo={cfg.elbo}; it is the α of "
+                          "elbo=renyi")
+    if cfg.renyi_alpha < 0:
+        raise ConfigError(f"bad value for config key 'renyi_alpha': must be >= 0, got "
+                          f"{cfg.renyi_alpha}")
     if cfg.kl.beta <= 0 or cfg.kl.warmup_epochs < 0:
         raise ConfigError(f"bad value for config key 'kl.beta' / 'kl.warmup_epochs': need "
                           f"beta > 0 and warmup_epochs >= 0, got {cfg.kl.beta} and "

@@ -6,6 +6,8 @@
 ``meanfield``  :class:`~pyro.infer.TraceMeanField_ELBO`: SGVB estimator B (eq. 7), KL analytic.
 ``iwae``       :class:`~inference.importance.ImportanceWeightedELBO`: the k-sample bound of
                Burda et al. (2016) per datapoint; ``num_particles`` is k.
+``renyi``      :class:`~inference.importance.RenyiBound`: Li & Turner's (2016) Rényi bound per
+               datapoint, α = ``renyi_alpha`` (0 = iwae, 1 = elbo); ``num_particles`` is k.
 ``score``      :class:`~pyro.infer.TraceGraph_ELBO` on a guide whose latents are made
                non-reparameterizable: the score-function (REINFORCE) gradient (Williams 1992;
                the estimator the paper compares against, section 2.4 and Figure 2).
@@ -39,7 +41,7 @@ from models.base import Batch, labels_of
 from models.registry import Registry
 
 from .annealing import WEIGHTABLE, KLWeight
-from .importance import ImportanceWeightedELBO
+from .importance import ImportanceWeightedELBO, RenyiBound
 
 
 class NonReparameterized(TorchDistribution):
@@ -273,26 +275,35 @@ def _iwae(num_particles: int) -> Objective:
                      needs_reparam=True)
 
 
+@OBJECTIVES.register("renyi")
+def _renyi(num_particles: int, renyi_alpha: float = 0.5) -> Objective:
+    """Li & Turner's Rényi bound per datapoint (``renyi_alpha``; 0 = iwae, 1 = elbo)."""
+    return Objective("renyi", RenyiBound(renyi_alpha, num_particles=num_particles),
+                     needs_reparam=True)
+
+
 @OBJECTIVES.register("score")
 def _score(num_particles: int) -> Objective:
     elbo = ScoreFunctionELBO(num_particles=num_particles, vectorize_particles=True)
     return Objective("score", elbo, score_function=True)
 
 
-def build_objective(name: str, num_particles: int = 1) -> Objective:
-    """The objective registered as ``name`` with ``num_particles`` samples (L, or k for iwae).
+def build_objective(name: str, num_particles: int = 1, **options) -> Objective:
+    """The objective registered as ``name`` with ``num_particles`` samples (L, or k for iwae
+    and renyi) and its own ``options`` (``renyi_alpha`` for renyi).
 
     :raises UnknownNameError: for an unknown name; the message lists the valid ones.
     """
     if num_particles < 1:
         raise ValueError(f"num_particles must be >= 1, got {num_particles}")
-    return OBJECTIVES.get(name)(num_particles)
+    return OBJECTIVES.get(name)(num_particles, **options)
 
 
-def objective_for_model(name: str, num_particles: int, model, batch: Batch) -> Objective:
+def objective_for_model(name: str, num_particles: int, model, batch: Batch,
+                        **options) -> Objective:
     """The objective ``name`` adapted to ``model`` (:meth:`Objective.for_model` on the traits
     of its guide, read on ``batch``).
 
     :raises IncompatibleObjective: when the objective cannot train the model.
     """
-    return build_objective(name, num_particles).for_model(model_traits(model, batch))
+    return build_objective(name, num_particles, **options).for_model(model_traits(model, batch))

@@ -155,7 +155,8 @@ def prepare_objective(cfg: Config, model: LatentVariableModel, batch) -> Objecti
     """
     schedule = KLSchedule(cfg.kl.beta, cfg.kl.warmup_epochs)
     try:
-        objective = objective_for_model(cfg.elbo, cfg.num_particles, model, batch)
+        options = {"renyi_alpha": cfg.renyi_alpha} if cfg.elbo == "renyi" else {}
+        objective = objective_for_model(cfg.elbo, cfg.num_particles, model, batch, **options)
         if schedule.active:
             objective = objective.with_kl_weight(KLWeight(schedule.weight(1.0)))
         objective.differentiable_loss(model.model, model.guide, batch)  # no backward

@@ -115,3 +115,29 @@ def test_analytic_kl_equals_sampled_kl_in_expectation(lg):
     assert abs(sampled - analytic) < 5 * stderr + 1e-3
     exact = -float(lg.exact_elbo(x).detach().sum())  # both estimate the closed-form ELBO
     assert abs(analytic - exact) < 5 * stderr + 1e-3
+
+
+def test_renyi_bound_is_iwae_at_alpha_0_elbo_at_1_and_falls_with_alpha(lg):
+    """Li & Turner (2016): on the same samples, L_0 = IWAE_k, L_1 = the mean log-weight, and
+    L_alpha falls as alpha rises; all lie below the exact log p(x)."""
+    from inference.importance import RenyiBound
+
+    x = lg.sample_data(12)
+    batch = Batch(x, index=torch.arange(12), num_data=120)
+    k = 50
+    ests = {a: RenyiBound(a, num_particles=k) for a in (0.0, 0.5, 1.0)}
+    ests["iwae"] = ImportanceWeightedELBO(num_particles=k)
+    losses = {}
+    for name, est in ests.items():
+        est.loss(lg.model, lg.guide, batch)  # the plate-nesting guess
+        torch.manual_seed(4)
+        losses[name] = float(est.differentiable_loss(lg.model, lg.guide, batch).detach())
+    torch.manual_seed(4)
+    log_w, _ = ests["iwae"].log_weights(lg.model, lg.guide, batch)
+    assert losses[0.0] == pytest.approx(losses["iwae"], rel=1e-6)
+    assert losses[1.0] == pytest.approx(float(-10.0 * log_w.mean(0).sum()), rel=1e-5)
+    assert losses[0.0] < losses[0.5] < losses[1.0]  # losses are negated bounds
+    exact = float(lg.log_marginal(x).detach().sum()) * 10.0
+    assert -losses[0.0] <= exact + 1.0
+    with pytest.raises(ValueError, match=">= 0"):
+        RenyiBound(-1.0)
