@@ -1,4 +1,4 @@
-"""The ``aevb`` command line: ``train``, ``evaluate`` and ``sample``.
+"""The ``aevb`` command line: ``train``, ``evaluate``, ``sample``, ``experiment`` and ``diagnose``.
 
 Examples::
 
@@ -9,6 +9,7 @@ Examples::
     aevb evaluate runs/vae_fashion-20261122-101500 --num-samples 5000
     aevb sample runs/vae_fashion-20261122-101500 -n 64
     aevb experiment semisupervised --labels 100,1000 --seeds 3 --epochs 10 --out results/ss
+    aevb diagnose gradients runs/vae_fashion-20261122-101500 --estimators reparam,score,iwae5
 """
 
 from __future__ import annotations
@@ -152,6 +153,28 @@ def _experiment(args) -> int:
     return 0 if rows else 1
 
 
+def _diagnose(args) -> int:
+    from .diagnostics import estimator_objective, gradient_statistics, write_report
+    from .training import load_run
+
+    cfg, model, data, _ = load_run(Path(args.run_dir), _path(args.checkpoint), args.device)
+    batch = next(data.valid.batches(args.batch_size))  # a fixed batch: the first validation images
+    torch.manual_seed(args.seed)
+    names = [e for e in args.estimators.split(",") if e]
+    rows = []
+    model.train()
+    for name in names:
+        objective = estimator_objective(name, model, batch)
+        rows += gradient_statistics(model, objective, batch, args.repeats, name)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "diagnostics"
+    write_report(rows, out, f"{cfg.data.name}: gradients of the per-datapoint objective on the "
+                            f"first {len(batch)} validation images, {args.repeats} draws per "
+                            f"estimator, model of {args.run_dir}")
+    print((out / "gradients.md").read_text(), end="")
+    print(out)
+    return 0
+
+
 def _path(p):
     return Path(p) if p else None
 
@@ -196,6 +219,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint")
     s.add_argument("--device")
     s.set_defaults(func=_sample)
+
+    d = sub.add_parser("diagnose", help="diagnostics of a trained run")
+    ds = d.add_subparsers(dest="diagnostic", required=True)
+    g = ds.add_parser("gradients", help="variance and SNR of encoder/decoder gradients per "
+                                        "estimator on a fixed batch -> table and plot")
+    g.add_argument("run_dir")
+    g.add_argument("--estimators", default="reparam,score,iwae5",
+                   help="comma-separated: reparam, meanfield, score, iwaeK, renyiK (default "
+                        "reparam,score,iwae5)")
+    g.add_argument("--repeats", type=int, default=100, help="gradient draws per estimator")
+    g.add_argument("--batch-size", type=int, default=100, help="images in the fixed batch")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--checkpoint")
+    g.add_argument("--device")
+    g.add_argument("--out", help="output folder (default RUN_DIR/diagnostics)")
+    g.set_defaults(func=_diagnose)
 
     x = sub.add_parser("experiment", help="multi-run experiments with results tables")
     xs = x.add_subparsers(dest="experiment", required=True)

@@ -90,6 +90,28 @@ def accuracy_vs_labels(rows: list[dict], path: Path) -> None:
     _finish(fig, ax, path, "labelled training images", "test accuracy (%)")
 
 
+def gradient_bars(rows, path: Path) -> None:
+    """Gradient variance (log scale) and median SNR per estimator, encoder and decoder bars."""
+    estimators = list(dict.fromkeys(r.estimator for r in rows))
+    groups = list(dict.fromkeys(r.group for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    width = 0.8 / len(groups)
+    for i, g in enumerate(groups):
+        by = {r.estimator: r for r in rows if r.group == g}
+        xs = [j + i * width for j in range(len(estimators))]
+        axes[0].bar(xs, [by[e].variance for e in estimators], width, label=g)
+        axes[1].bar(xs, [by[e].snr for e in estimators], width, label=g)
+    for ax, title in zip(axes, ("mean gradient variance", "median signal-to-noise ratio"),
+                         strict=True):
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(estimators))], estimators)
+        ax.set_title(title)
+        ax.legend()
+    axes[0].set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _finish(fig, ax, path: Path, xlabel: str, ylabel: str) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

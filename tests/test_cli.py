@@ -8,7 +8,7 @@ import pytest
 
 from inference.cli import build_parser, main
 
-TESTED = {"train", "evaluate", "sample", "experiment"}
+TESTED = {"train", "evaluate", "sample", "experiment", "diagnose"}
 
 
 def test_every_subcommand_has_a_smoke_test():
@@ -34,6 +34,11 @@ def test_train_evaluate_sample_and_resume(fashion_dir, tmp_path, capsys):
     assert result["epochs_trained"] == 2
     assert main(["sample", str(run), "-n", "16", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").stat().st_size > 0
+    assert main(["diagnose", "gradients", str(run), "--estimators", "reparam,score,iwae3",
+                 "--repeats", "5", "--batch-size", "20"]) == 0
+    table = (run / "diagnostics" / "gradients.md").read_text()
+    assert "| score | encoder |" in table and "| iwae3 | decoder |" in table
+    assert (run / "diagnostics" / "gradients.png").stat().st_size > 0
 
 
 @pytest.mark.data
