@@ -130,6 +130,15 @@ class KLConfig:
 
 @dataclass
 class Config:
+    """A run's configuration.
+
+    :param elbo: the objective (:data:`inference.objectives.OBJECTIVES`).
+    :param num_particles: samples per datapoint: L for elbo/meanfield/score, k for iwae/renyi.
+    :param renyi_alpha: α of ``elbo=renyi`` (Li & Turner 2016).
+    :param mmd_scale: λ of ``elbo=mmd`` (InfoVAE's MMD weight; Zhao et al. 2019 use 1000).
+    :param kl: the weight on the KL term (β-VAE, warm-up).
+    """
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -139,6 +148,7 @@ class Config:
     elbo: str = "elbo"
     num_particles: int = 1
     renyi_alpha: float = 0.5
+    mmd_scale: float = 1000.0
     seed: int = 0
     device: str = "auto"
 
@@ -223,7 +233,7 @@ def validate(cfg: Config) -> None:
     """Check values against the registries and ranges; raise :class:`ConfigError`."""
     from .data import DATASETS
     from .engines import ENGINES
-    from .objectives import OBJECTIVES
+    from .objectives import OBJECTIVE_OPTIONS, OBJECTIVES
     from .optim import OPTIMIZERS
 
     _check_name("elbo", cfg.elbo, OBJECTIVES)
@@ -267,12 +277,13 @@ def validate(cfg: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"bad value for config key {key!r}: must be > 0, got {value}")
-    if cfg.renyi_alpha != Config.renyi_alpha and cfg.elbo != "renyi":
-        raise ConfigError(f"config key 'renyi_alpha' is set, but elbo={cfg.elbo}; it is the α of "
-                          "elbo=renyi")
-    if cfg.renyi_alpha < 0:
-        raise ConfigError(f"bad value for config key 'renyi_alpha': must be >= 0, got "
-                          f"{cfg.renyi_alpha}")
+    for key, owner in OBJECTIVE_OPTIONS.items():
+        value = getattr(cfg, key)
+        if value != getattr(Config, key) and cfg.elbo != owner:
+            raise ConfigError(f"config key {key!r} is set, but elbo={cfg.elbo}; it belongs to "
+                              f"elbo={owner}")
+        if value < 0:
+            raise ConfigError(f"bad value for config key {key!r}: must be >= 0, got {value}")
     if cfg.kl.beta <= 0 or cfg.kl.warmup_epochs < 0:
         raise ConfigError(f"bad value for config key 'kl.beta' / 'kl.warmup_epochs': need "
                           f"beta > 0 and warmup_epochs >= 0, got {cfg.kl.beta} and "

@@ -8,6 +8,8 @@
                Burda et al. (2016) per datapoint; ``num_particles`` is k.
 ``renyi``      :class:`~inference.importance.RenyiBound`: Li & Turner's (2016) Rényi bound per
                datapoint, α = ``renyi_alpha`` (0 = iwae, 1 = elbo); ``num_particles`` is k.
+``mmd``        :class:`~inference.mmd.MMDObjective`: MMD-VAE / InfoVAE (Zhao et al. 2019),
+               reconstruction minus λ·N·MMD² of aggregate posterior and prior, λ = ``mmd_scale``.
 ``score``      :class:`~pyro.infer.TraceGraph_ELBO` on a guide whose latents are made
                non-reparameterizable: the score-function (REINFORCE) gradient (Williams 1992;
                the estimator the paper compares against, section 2.4 and Figure 2).
@@ -42,6 +44,7 @@ from models.registry import Registry
 
 from .annealing import WEIGHTABLE, KLWeight
 from .importance import ImportanceWeightedELBO, RenyiBound
+from .mmd import MMDObjective
 
 
 class NonReparameterized(TorchDistribution):
@@ -249,7 +252,10 @@ class Objective:
             return self.elbo.differentiable_loss(model, guide, *args, **kwargs)
 
 
-OBJECTIVES: Registry[Callable[[int], Objective]] = Registry("objective")
+OBJECTIVES: Registry[Callable[..., Objective]] = Registry("objective")
+
+#: objective-specific config keys and the objective each belongs to
+OBJECTIVE_OPTIONS = {"renyi_alpha": "renyi", "mmd_scale": "mmd"}
 
 
 @OBJECTIVES.register("elbo")
@@ -280,6 +286,14 @@ def _renyi(num_particles: int, renyi_alpha: float = 0.5) -> Objective:
     """Li & Turner's Rényi bound per datapoint (``renyi_alpha``; 0 = iwae, 1 = elbo)."""
     return Objective("renyi", RenyiBound(renyi_alpha, num_particles=num_particles),
                      needs_reparam=True)
+
+
+@OBJECTIVES.register("mmd")
+def _mmd(num_particles: int, mmd_scale: float = 1000.0) -> Objective:
+    """MMD-VAE / InfoVAE (``mmd_scale`` is λ): reconstruction minus λ·N·MMD²(q(z), p(z))."""
+    if num_particles != 1:
+        raise ValueError("elbo=mmd draws one sample per datapoint; leave num_particles=1")
+    return Objective("mmd", MMDObjective(mmd_scale), needs_reparam=True)
 
 
 @OBJECTIVES.register("score")

@@ -45,7 +45,12 @@ from .engines import Engine, build_engine
 from .errors import ConfigError, DataError, RunDirError
 from .evaluation import evaluate, mean_elbo
 from .metrics import MetricsLog
-from .objectives import IncompatibleObjective, Objective, objective_for_model
+from .objectives import (
+    OBJECTIVE_OPTIONS,
+    IncompatibleObjective,
+    Objective,
+    objective_for_model,
+)
 
 log = logging.getLogger("aevb")
 
@@ -155,7 +160,8 @@ def prepare_objective(cfg: Config, model: LatentVariableModel, batch) -> Objecti
     """
     schedule = KLSchedule(cfg.kl.beta, cfg.kl.warmup_epochs)
     try:
-        options = {"renyi_alpha": cfg.renyi_alpha} if cfg.elbo == "renyi" else {}
+        options = {k: getattr(cfg, k) for k, owner in OBJECTIVE_OPTIONS.items()
+                   if owner == cfg.elbo}
         objective = objective_for_model(cfg.elbo, cfg.num_particles, model, batch, **options)
         if schedule.active:
             objective = objective.with_kl_weight(KLWeight(schedule.weight(1.0)))

@@ -113,18 +113,20 @@ def test_data_outside_unit_interval_for_bernoulli_is_refused(tmp_path, monkeypat
 def test_unknown_config_key_and_objective_are_named():
     with pytest.raises(ConfigError, match="unknown config key 'train.epoch'.*epochs"):
         load_config("configs/vae_fashion.yaml", ["train.epoch=3"])
-    with pytest.raises(ConfigError, match="'elbo'.*'vi'.*elbo, iwae, meanfield, renyi, score"):
+    with pytest.raises(ConfigError, match="'elbo'.*'vi'.*elbo, iwae, meanfield, mmd, renyi, score"):
         load_config("configs/vae_fashion.yaml", ["elbo=vi"])
     with pytest.raises(ConfigError, match="'train.batch_size'.*must be > 0"):
         load_config(None, ["train.batch_size=0"])
     with pytest.raises(ConfigError, match="'renyi_alpha' is set, but elbo=elbo"):
         load_config(None, ["renyi_alpha=0.2"])
+    with pytest.raises(ConfigError, match="'mmd_scale' is set, but elbo=iwae; it belongs to"):
+        load_config(None, ["mmd_scale=10", "elbo=iwae"])
 
 
-@pytest.mark.parametrize("objective", ["meanfield", "iwae", "score", "renyi"])
+@pytest.mark.parametrize("objective", ["meanfield", "iwae", "score", "renyi", "mmd"])
 def test_every_objective_trains_on_real_data(fashion_dir, tmp_path, objective):
-    cfg = small_config(fashion_dir, f"elbo={objective}", "num_particles=2",
-                       "data.train_size=1000")
+    cfg = small_config(fashion_dir, f"elbo={objective}",
+                       f"num_particles={1 if objective == 'mmd' else 2}", "data.train_size=1000")
     run = train(cfg, tmp_path / objective, final_evaluation=False)
     row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert row["objective"] == objective
