@@ -119,9 +119,11 @@ class ModelTraits:
     no_analytic_kl: dict[str, str] = field(default_factory=dict)
 
 
-def model_traits(model, batch: Batch) -> ModelTraits:
+def model_traits(model, batch: Batch, analytic_kl: bool = False) -> ModelTraits:
     """Trace ``model.guide`` on ``batch`` (and on it without labels, for a model whose labels
-    are optional) without touching the random stream, and collect its latent sites' kinds."""
+    are optional) without touching the random stream, and collect its latent sites' kinds.
+    With ``analytic_kl`` (objectives that need it) the model is replayed too, to find the
+    latents whose KL(q || p) has no closed form."""
     batches = [batch]
     if labels_of(model) == "optional" and batch.y is not None:
         batches.append(Batch(batch.x, None, batch.index, batch.num_data))
@@ -130,7 +132,7 @@ def model_traits(model, batch: Batch) -> ModelTraits:
     for b in batches:
         with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad():
             trace = poutine.trace(model.guide).get_trace(b)
-            if not traits.enumerated:
+            if analytic_kl and not traits.enumerated:
                 _check_analytic_kl(model, trace, b, traits)
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or site["is_observed"] or isinstance(site["fn"], _Subsample):
@@ -320,4 +322,5 @@ def objective_for_model(name: str, num_particles: int, model, batch: Batch,
 
     :raises IncompatibleObjective: when the objective cannot train the model.
     """
-    return build_objective(name, num_particles, **options).for_model(model_traits(model, batch))
+    objective = build_objective(name, num_particles, **options)
+    return objective.for_model(model_traits(model, batch, objective.needs_analytic_kl))

@@ -150,6 +150,10 @@ def train_epoch(model: LatentVariableModel, engine: Engine, split: Split, batch_
     return {"train_objective": value, "seconds": seconds, "images_per_s": num_data / seconds}
 
 
+def kl_schedule(cfg: Config) -> KLSchedule:
+    return KLSchedule(cfg.kl.beta, cfg.kl.warmup_epochs)
+
+
 def prepare_objective(cfg: Config, model: LatentVariableModel, batch) -> Objective:
     """The configured objective adapted to ``model`` (with the KL weight of ``cfg.kl`` where
     one is set), or a :class:`ConfigError` saying why it cannot train it — before anything is
@@ -158,7 +162,7 @@ def prepare_objective(cfg: Config, model: LatentVariableModel, batch) -> Objecti
     The dry run also lets Pyro guess the plate nesting (which draws random numbers) now, so a
     fresh run and a resumed one consume the random stream identically.
     """
-    schedule = KLSchedule(cfg.kl.beta, cfg.kl.warmup_epochs)
+    schedule = kl_schedule(cfg)
     try:
         options = {k: getattr(cfg, k) for k, owner in OBJECTIVE_OPTIONS.items()
                    if owner == cfg.elbo}
@@ -175,7 +179,7 @@ def prepare_objective(cfg: Config, model: LatentVariableModel, batch) -> Objecti
 
 def kl_clock(cfg: Config, objective: Objective, epoch: int) -> Callable[[float], None] | None:
     """The per-step update of the objective's KL weight in ``epoch`` (None without one)."""
-    handler, schedule = objective.kl_weight, KLSchedule(cfg.kl.beta, cfg.kl.warmup_epochs)
+    handler, schedule = objective.kl_weight, kl_schedule(cfg)
     if handler is None:
         return None
 
