@@ -133,8 +133,11 @@ class Config:
     """A run's configuration.
 
     :param elbo: the objective (:data:`inference.objectives.OBJECTIVES`).
-    :param num_particles: samples per datapoint: L for elbo/meanfield/score, k for iwae/renyi.
+    :param num_particles: samples per datapoint: L for elbo/meanfield/score, k for
+        iwae/renyi/rws/wake-sleep.
     :param renyi_alpha: α of ``elbo=renyi`` (Li & Turner 2016).
+    :param rws_insomnia: the wake phase's share of the guide's update in ``elbo=rws`` (1: wake
+        only, 0: sleep only; Bornschein & Bengio 2015).
     :param mmd_scale: λ of ``elbo=mmd`` (InfoVAE's MMD weight; Zhao et al. 2019 use 1000).
     :param kl: the weight on the KL term (β-VAE, warm-up).
     """
@@ -148,6 +151,7 @@ class Config:
     elbo: str = "elbo"
     num_particles: int = 1
     renyi_alpha: float = 0.5
+    rws_insomnia: float = 1.0
     mmd_scale: float = 1000.0
     seed: int = 0
     device: str = "auto"

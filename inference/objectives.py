@@ -5,9 +5,16 @@
                eq. 6), reparameterized, KL sampled.
 ``meanfield``  :class:`~pyro.infer.TraceMeanField_ELBO`: SGVB estimator B (eq. 7), KL analytic.
 ``iwae``       :class:`~inference.importance.ImportanceWeightedELBO`: the k-sample bound of
-               Burda et al. (2016) per datapoint; ``num_particles`` is k.
+               Burda et al. (2016) per datapoint; ``num_particles`` is k. Discrete latents get
+               VIMCO's gradient (Mnih & Rezende 2016).
 ``renyi``      :class:`~inference.importance.RenyiBound`: Li & Turner's (2016) Rényi bound per
                datapoint, α = ``renyi_alpha`` (0 = iwae, 1 = elbo); ``num_particles`` is k.
+``rws``        :class:`~inference.wakesleep.ReweightedWakeSleep`: reweighted wake-sleep
+               (Bornschein & Bengio 2015) per datapoint, k = ``num_particles``; the guide's
+               update mixes wake and sleep phases by ``rws_insomnia``. No pathwise gradient,
+               so discrete latents (a sigmoid belief net) train as well as Gaussian ones.
+``wake-sleep`` the Helmholtz machine's algorithm (Hinton et al. 1995): ``rws`` with the guide
+               trained on dreams only (insomnia 0); k = 1 is the classic.
 ``mmd``        :class:`~inference.mmd.MMDObjective`: MMD-VAE / InfoVAE (Zhao et al. 2019),
                reconstruction minus λ·N·MMD² of aggregate posterior and prior, λ = ``mmd_scale``.
 ``score``      :class:`~pyro.infer.TraceGraph_ELBO` on a guide whose latents are made
@@ -45,6 +52,7 @@ from models.registry import Registry
 from .annealing import WEIGHTABLE, KLWeight
 from .importance import ImportanceWeightedELBO, RenyiBound
 from .mmd import MMDObjective
+from .wakesleep import ReweightedWakeSleep
 
 
 class NonReparameterized(TorchDistribution):
@@ -117,6 +125,8 @@ class ModelTraits:
     non_reparameterized: list[str] = field(default_factory=list)
     #: latent sites whose KL(q || p) has no closed form (``site: "Q || P"``)
     no_analytic_kl: dict[str, str] = field(default_factory=dict)
+    #: ``(model order, guide order)`` of the latents when they differ (a bottom-up guide)
+    order_mismatch: tuple[list[str], list[str]] | None = None
 
 
 def model_traits(model, batch: Batch, analytic_kl: bool = False) -> ModelTraits:
@@ -148,6 +158,11 @@ def model_traits(model, batch: Batch, analytic_kl: bool = False) -> ModelTraits:
 def _check_analytic_kl(model, guide_trace, batch: Batch, traits: ModelTraits) -> None:
     """Record the latent sites whose KL(guide || model) torch.distributions cannot compute."""
     model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(batch)
+    latents = [n for n, s in guide_trace.nodes.items() if s["type"] == "sample"
+               and not s["is_observed"] and not isinstance(s["fn"], _Subsample)]
+    model_order = [n for n in model_trace.nodes if n in latents]
+    if model_order != latents:
+        traits.order_mismatch = (model_order, latents)
     for name, site in guide_trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"] or isinstance(site["fn"], _Subsample):
             continue
@@ -208,6 +223,13 @@ class Objective:
                 f"elbo={self.name} computes KL(q || p) analytically, but it has no closed form "
                 f"for {sites}: a mixture or flow posterior; use elbo=elbo (KL sampled) or "
                 "elbo=iwae")
+        if self.needs_analytic_kl and traits.order_mismatch:
+            model_order, guide_order = traits.order_mismatch
+            raise IncompatibleObjective(
+                f"elbo={self.name} computes each KL(q(z|.) || p(z|.)) analytically at the sampled "
+                f"parents, which is exact only when the guide samples the latents in the model's "
+                f"order; the model samples {', '.join(model_order)}, the guide "
+                f"{', '.join(guide_order)} (a bottom-up guide). Use elbo=elbo or elbo=iwae")
         if self.needs_reparam and traits.non_reparameterized:
             raise IncompatibleObjective(
                 f"elbo={self.name} needs reparameterized latents, but the guide samples "
@@ -257,7 +279,7 @@ class Objective:
 OBJECTIVES: Registry[Callable[..., Objective]] = Registry("objective")
 
 #: objective-specific config keys and the objective each belongs to
-OBJECTIVE_OPTIONS = {"renyi_alpha": "renyi", "mmd_scale": "mmd"}
+OBJECTIVE_OPTIONS = {"renyi_alpha": "renyi", "mmd_scale": "mmd", "rws_insomnia": "rws"}
 
 
 @OBJECTIVES.register("elbo")
@@ -279,8 +301,20 @@ def _meanfield(num_particles: int) -> Objective:
 
 @OBJECTIVES.register("iwae")
 def _iwae(num_particles: int) -> Objective:
-    return Objective("iwae", ImportanceWeightedELBO(num_particles=num_particles),
-                     needs_reparam=True)
+    """The IWAE bound; latents sampled without rsample get VIMCO's score-function gradient."""
+    return Objective("iwae", ImportanceWeightedELBO(num_particles=num_particles))
+
+
+@OBJECTIVES.register("rws")
+def _rws(num_particles: int, rws_insomnia: float = 1.0) -> Objective:
+    """Reweighted wake-sleep per datapoint (Bornschein & Bengio 2015)."""
+    return Objective("rws", ReweightedWakeSleep(num_particles, insomnia=rws_insomnia))
+
+
+@OBJECTIVES.register("wake-sleep")
+def _wake_sleep(num_particles: int) -> Objective:
+    """Classic wake-sleep (Hinton et al. 1995): the guide learns from dreams only."""
+    return Objective("wake-sleep", ReweightedWakeSleep(num_particles, insomnia=0.0))
 
 
 @OBJECTIVES.register("renyi")

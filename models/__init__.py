@@ -1,6 +1,7 @@
 """aevb's latent-variable models: Pyro model/guide pairs with networks registered as modules."""
 
 from .base import DATA_PLATE, Batch, LatentVariableModel
+from .deep import DLGM, SigmoidBeliefNet
 from .families import FAMILIES, VALUE_TYPES
 from .linear_gaussian import LinearGaussianVAE
 from .networks import ACTIVATIONS, NETWORKS, register_network
@@ -11,8 +12,8 @@ from .vae import VAE
 from .zoo import MODELS, register_model
 
 __all__ = [
-    "ACTIVATIONS", "DATA_PLATE", "FAMILIES", "MODELS", "NETWORKS", "POSTERIORS", "VALUE_TYPES",
+    "ACTIVATIONS", "DATA_PLATE", "DLGM", "FAMILIES", "MODELS", "NETWORKS", "POSTERIORS", "VALUE_TYPES",
     "VAE", "Batch", "LatentVariableModel", "LinearGaussianVAE", "ModelSpec", "Registry",
-    "SpecError", "SpecModel", "UnknownNameError", "compile_spec", "load_spec", "register_model",
+    "SigmoidBeliefNet", "SpecError", "SpecModel", "UnknownNameError", "compile_spec", "load_spec", "register_model",
     "register_network",
 ]

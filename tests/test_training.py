@@ -123,10 +123,12 @@ def test_unknown_config_key_and_objective_are_named():
         load_config(None, ["mmd_scale=10", "elbo=iwae"])
 
 
-@pytest.mark.parametrize("objective", ["meanfield", "iwae", "score", "renyi", "mmd"])
+@pytest.mark.parametrize("objective", ["meanfield", "iwae", "score", "renyi", "mmd", "rws",
+                                       "wake-sleep"])
 def test_every_objective_trains_on_real_data(fashion_dir, tmp_path, objective):
     cfg = small_config(fashion_dir, f"elbo={objective}",
-                       f"num_particles={1 if objective == 'mmd' else 2}", "data.train_size=1000")
+                       f"num_particles={1 if objective in ('mmd', 'wake-sleep') else 2}",
+                       "data.train_size=1000")
     run = train(cfg, tmp_path / objective, final_evaluation=False)
     row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert row["objective"] == objective
