@@ -12,8 +12,8 @@ from .vae import VAE
 from .zoo import MODELS, register_model
 
 __all__ = [
-    "ACTIVATIONS", "DATA_PLATE", "DLGM", "FAMILIES", "MODELS", "NETWORKS", "POSTERIORS", "VALUE_TYPES",
-    "VAE", "Batch", "LatentVariableModel", "LinearGaussianVAE", "ModelSpec", "Registry",
-    "SigmoidBeliefNet", "SpecError", "SpecModel", "UnknownNameError", "compile_spec", "load_spec", "register_model",
-    "register_network",
+    "ACTIVATIONS", "DATA_PLATE", "DLGM", "FAMILIES", "MODELS", "NETWORKS", "POSTERIORS",
+    "VALUE_TYPES", "VAE", "Batch", "LatentVariableModel", "LinearGaussianVAE", "ModelSpec",
+    "Registry", "SigmoidBeliefNet", "SpecError", "SpecModel", "UnknownNameError", "compile_spec",
+    "load_spec", "register_model", "register_network",
 ]
