@@ -92,4 +92,7 @@ def evaluate(model: LatentVariableModel, split: Split, num_samples: int, sample_
         "elbo": float(elbo.mean()),
         "gap": float((ll - elbo).mean()),
         "active_units": active_units(model, split, batch_size),
+        # figures of the model's own (VQ-VAE: reconstruction, code perplexity)
+        **(model.evaluation_figures(split, batch_size)
+           if hasattr(model, "evaluation_figures") else {}),
     }

@@ -9,11 +9,12 @@ from .posteriors import POSTERIORS  # registers lowrank, full, mixture, planar, 
 from .registry import Registry, UnknownNameError
 from .spec import ModelSpec, SpecError, SpecModel, compile_spec, load_spec
 from .vae import VAE
+from .vqvae import VQVAE
 from .zoo import MODELS, register_model
 
 __all__ = [
     "ACTIVATIONS", "DATA_PLATE", "DLGM", "FAMILIES", "MODELS", "NETWORKS", "POSTERIORS",
-    "VALUE_TYPES", "VAE", "Batch", "LatentVariableModel", "LinearGaussianVAE", "ModelSpec",
+    "VALUE_TYPES", "VAE", "VQVAE", "Batch", "LatentVariableModel", "LinearGaussianVAE", "ModelSpec",
     "Registry", "SigmoidBeliefNet", "SpecError", "SpecModel", "UnknownNameError", "compile_spec",
     "load_spec", "register_model", "register_network",
 ]
