@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import pyro
 import torch
 from tqdm.auto import tqdm
 
@@ -30,6 +31,11 @@ def importance_sampled(model: LatentVariableModel, split: Split, num_samples: in
     over ``split``, as tensors of shape ``(len(split),)``. Labels are hidden from models that can
     infer them (:func:`~models.base.for_evaluation`), so the figures are log p(x); discrete
     latents are sampled from the guide like the others."""
+    with pyro.validation_enabled(False):  # the model was validated when it was trained
+        return _importance_sampled(model, split, num_samples, sample_chunk, batch_size, progress)
+
+
+def _importance_sampled(model, split, num_samples, sample_chunk, batch_size, progress):
     estimators: dict[int, ImportanceWeightedELBO] = {}
     log_px, elbo = [], []
     batches = split.batches(batch_size)

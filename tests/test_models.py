@@ -56,8 +56,12 @@ def test_logit_bernoulli_log_prob_equals_torch_bernoulli_and_survives_expand():
 
     logits = torch.randn(3, 4, 5) * 4
     for x in (torch.bernoulli(torch.rand(4, 5)), torch.rand(4, 5)):  # binary and grayscale
-        ours = LogitBernoulli(logits=logits, validate_args=False).log_prob(x)
-        ref = torch.distributions.Bernoulli(logits=logits, validate_args=False).log_prob(x)
+        mine, theirs = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+        ours = LogitBernoulli(logits=mine, validate_args=False).log_prob(x)
+        ref = torch.distributions.Bernoulli(logits=theirs, validate_args=False).log_prob(x)
         assert torch.allclose(ours, ref, atol=1e-5)
+        ours.sum().backward()
+        ref.sum().backward()
+        assert torch.allclose(mine.grad, theirs.grad, atol=1e-6)
     expanded = LogitBernoulli(logits=torch.zeros(5)).expand((2, 5))
     assert isinstance(expanded, LogitBernoulli) and expanded.batch_shape == (2, 5)
