@@ -135,27 +135,16 @@ class Family:
 FAMILIES: Registry[type[Family]] = Registry("family", "families")
 
 
-def is_binary(value: torch.Tensor) -> bool:
-    """Whether every entry is 0 or 1 (dynamically or statically binarized data)."""
-    return bool(((value == 0) | (value == 1)).all())
-
-
 class LogitBernoulli(dist.Bernoulli):
     r""":class:`pyro.distributions.Bernoulli` whose ``log_prob`` is
     :math:`x\,l - \operatorname{softplus}(l)` for logits :math:`l`: the same value as torch's
     ``-binary_cross_entropy_with_logits`` (the tests check it), in three elementwise passes over
-    the broadcast (samples x images x pixels) tensor instead of five, and in two, logsigmoid((2x-1) l),
-    when the data are binary. It is the inner loop of the k = 5000 importance-sampled
-    evaluation."""
+    the broadcast (samples x images x pixels) tensor instead of five. It is the inner loop of the
+    k = 5000 importance-sampled evaluation."""
 
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        # for x in {0, 1}: x l - softplus(l) = logsigmoid((2x - 1) l), two passes over the
-        # broadcast tensor (the sign is computed on the small, unbroadcast value). Checking the
-        # data reads a flag back from the device, so CUDA training steps skip it
-        if (value.device.type == "cpu" or not torch.is_grad_enabled()) and is_binary(value):
-            return F.logsigmoid(self.logits * (2 * value - 1))
         return value * self.logits - F.softplus(self.logits)
 
     def expand(self, batch_shape, _instance=None):
