@@ -169,7 +169,12 @@ def prepare_objective(cfg: Config, model: LatentVariableModel, batch) -> Objecti
         objective = objective_for_model(cfg.elbo, cfg.num_particles, model, batch, **options)
         if schedule.active:
             objective = objective.with_kl_weight(KLWeight(schedule.weight(1.0)))
-        objective.differentiable_loss(model.model, model.guide, batch)  # no backward
+        # no backward; buffers a training pass updates (VQ-VAE's EMA codebook) are put back
+        buffers = {name: b.clone() for name, b in model.named_buffers()}
+        objective.differentiable_loss(model.model, model.guide, batch)
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
     except IncompatibleObjective as exc:
         raise ConfigError(str(exc)) from None
     except (ValueError, NotImplementedError) as exc:

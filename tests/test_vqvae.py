@@ -131,3 +131,13 @@ def test_a_short_run_uses_many_codes_and_learns_a_prior_that_generates(fashion_d
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[1]["valid_elbo"] > rows[0]["valid_elbo"]
     assert (run / "samples.png").is_file()
+
+
+def test_the_trainers_dry_run_leaves_the_codebook_alone():
+    from inference.training import prepare_objective
+
+    model = VQVAE(num_codes=8, code_dim=4)
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    prepare_objective(load_config(None, ["model=vqvae"]), model, Batch(images(2)))
+    assert all(torch.equal(b, before[n]) for n, b in model.named_buffers())
+    assert not bool(model.initialized)  # the first training batch initialises the codebook
