@@ -278,11 +278,11 @@ def main(argv=None) -> None:
     p.add_argument("--train-size", type=int, default=None, help="first n training images")
     p.add_argument("--eval-images", type=int, default=10000, help="test images (10000 = all)")
     p.add_argument("--eval-k", type=int, default=5000)
-    p.add_argument("--eval-chunks", default=[(250, 20), (500, 100)],
+    p.add_argument("--eval-chunks", default=[(100, 20), (250, 20), (500, 100)],
                    type=lambda s: [tuple(int(v) for v in c.split("x")) for c in s.split(",")],
-                   help="SAMPLESxIMAGES per chunk, comma-separated (default: aevb's 250x20 "
-                        "and a 10x larger 500x100)")
-    p.add_argument("--sample-chunk", type=int, default=250, help=argparse.SUPPRESS)
+                   help="SAMPLESxIMAGES per chunk, comma-separated (default: aevb's 100x20, "
+                        "the former default 250x20 and a 25x larger 500x100)")
+    p.add_argument("--sample-chunk", type=int, default=100, help=argparse.SUPPRESS)
     p.add_argument("--eval-batch", type=int, default=20, help=argparse.SUPPRESS)
     p.add_argument("--no-eval", action="store_true")
     p.add_argument("--device", default="auto")

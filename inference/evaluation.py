@@ -25,7 +25,7 @@ from .importance import ImportanceWeightedELBO
 
 @torch.no_grad()
 def importance_sampled(model: LatentVariableModel, split: Split, num_samples: int = 5000,
-                       sample_chunk: int = 500, batch_size: int = 100, progress: bool = False
+                       sample_chunk: int = 100, batch_size: int = 20, progress: bool = False
                        ) -> dict[str, torch.Tensor]:
     """Per-datapoint ``log_likelihood`` (IS, k = ``num_samples``) and ``elbo`` (mean log-weight)
     over ``split``, as tensors of shape ``(len(split),)``. Labels are hidden from models that can
