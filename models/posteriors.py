@@ -34,6 +34,8 @@ rewriting the diagonal Gaussian as a ``MultivariateNormal``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from pyro import distributions as dist
@@ -101,7 +103,9 @@ class FullNormal(VectorPosterior):
         raw, lower = params[..., d:2 * d], params[..., 2 * d:]
         rows, cols = torch.tril_indices(d, d, offset=-1, device=params.device)
         tril = params.new_zeros(*params.shape[:-1], d, d)
-        tril[..., rows, cols] = lower
+        # fan-in scaling: row i of L sums i off-diagonal outputs, so without it the initial
+        # posterior variances grow with i (to ~10x the diagonal's at D = 50)
+        tril[..., rows, cols] = lower / math.sqrt(d)
         return tril + torch.diag_embed(_positive(raw, self.min_scale))
 
     def __call__(self, params):
