@@ -94,9 +94,9 @@ class ImportanceWeightedELBO(ELBO):
         particles = pyro.plate(PARTICLE_PLATE, self.num_particles, dim=-(nesting + 1))
         model_trace, guide_trace = get_importance_trace(
             "flat", nesting + 1, particles(model), particles(guide), args, kwargs, detach=detach)
-        sums: dict[str, torch.Tensor | float] = {"p": 0.0, "q": 0.0, "score": 0.0}
+        sums: dict[str, torch.Tensor | float] = {"p": 0.0, "q": 0.0}
+        score: torch.Tensor | None = None
         scales = set()
-        has_score = False
         for part, trace in (("p", model_trace), ("q", guide_trace)):
             for name, site in trace.nodes.items():
                 if site["type"] != "sample":
@@ -109,8 +109,7 @@ class ImportanceWeightedELBO(ELBO):
                             f"{self.name} needs reparameterized latents, but guide site {name!r} "
                             f"uses {type(site['fn']).__name__} without rsample; use elbo=iwae "
                             "(VIMCO gradients), elbo=rws or elbo=score instead")
-                    sums["score"] = sums["score"] + lp
-                    has_score = True
+                    score = lp if score is None else score + lp
                 scales.add(float(site["scale"]) if not torch.is_tensor(site["scale"])
                            or site["scale"].numel() == 1 else None)
         if len(scales) != 1 or None in scales:
@@ -120,8 +119,8 @@ class ImportanceWeightedELBO(ELBO):
                 "or use elbo/meanfield")
         shape = (self.num_particles, -1)
         log_p, log_q = (torch.as_tensor(sums[k]).expand(shape) for k in ("p", "q"))
-        score = torch.as_tensor(sums["score"]).expand(shape) if has_score else None
-        return LogTerms(log_p, log_q, score, scales.pop())
+        return LogTerms(log_p, log_q, None if score is None else score.expand(shape),
+                        scales.pop())
 
     def log_weights(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, float]:
         r"""Returns ``(log_w, scale)``: ``log_w[j, i] = log p(x_i, z_ij) - log q(z_ij | x_i)``

@@ -20,7 +20,9 @@ use no other path. A model
 
 Optional methods used for pictures and diagnostics: ``encode(x, y=None)`` (posterior mean of
 the latent code), ``reconstruct(x, y=None)`` (mean of p(x|.) at the posterior means),
-``generate(n)`` (means of p(x|.) with the latents drawn from the prior) and ``check_data(x)``
+``generate(n)`` (means of p(x|.) with the latents drawn from the prior), ``evaluation_figures(split,
+batch_size)`` (a dict of the model's own test figures merged into ``evaluation.json``, such as
+VQ-VAE's code perplexity) and ``check_data(x)``
 (raise ``ValueError`` for data the likelihood cannot score). ``y`` is passed only to models whose
 ``labels`` is ``"required"``.
 
@@ -92,6 +94,15 @@ class LatentVariableModel(PyroModule):
 
     def check_data(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` when the likelihood cannot score ``x``. Default: accept."""
+
+
+def check_images(x: torch.Tensor, x_shape: tuple, likelihood) -> None:
+    """``check_data`` of a model with one image observation: the shape, then the likelihood
+    family's own check (e.g. a Bernoulli's data range)."""
+    if tuple(x.shape[1:]) != tuple(x_shape):
+        raise ValueError(f"the model expects images of shape {tuple(x_shape)}, "
+                         f"the data has {tuple(x.shape[1:])}")
+    likelihood.check_data(x)
 
 
 LABEL_USES = ("unused", "required", "optional")

@@ -8,7 +8,7 @@ import pyro
 import torch
 from pyro import distributions as dist
 
-from .base import Batch, LatentVariableModel
+from .base import Batch, LatentVariableModel, check_images
 from .families import FAMILIES, VALUE_TYPES, DiagonalNormal, build_family
 from .networks import build_network
 from .posteriors import POSTERIORS
@@ -111,8 +111,5 @@ class VAE(LatentVariableModel):
         return self.decode(z)
 
     def check_data(self, x: torch.Tensor) -> None:
-        if tuple(x.shape[1:]) != self.x_shape:
-            raise ValueError(f"the model expects images of shape {self.x_shape}, "
-                             f"the data has {tuple(x.shape[1:])}")
-        self.likelihood.check_data(x)
+        check_images(x, self.x_shape, self.likelihood)
 

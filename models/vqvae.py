@@ -33,7 +33,7 @@ from pyro import distributions as dist
 from torch import nn
 from torch.distributions import constraints
 
-from .base import Batch, LatentVariableModel
+from .base import Batch, LatentVariableModel, check_images
 from .families import build_family
 from .networks import ACTIVATIONS
 from .zoo import register_model
@@ -195,14 +195,10 @@ class VQVAE(LatentVariableModel):
         return self.code_prior.sample(n, device)
 
     def _encode_grid(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[: x.dim() - 3]
-        z = self.encoder(x.reshape(-1, *self.x_shape))
-        return z.reshape(*lead, *z.shape[1:])
+        return _per_image(self.encoder, x)
 
     def _decode_grid(self, z: torch.Tensor) -> torch.Tensor:
-        lead = z.shape[: z.dim() - 3]
-        out = self.decoder(z.reshape(-1, *z.shape[-3:]))
-        return out.reshape(*lead, *out.shape[1:])
+        return _per_image(self.decoder, z)
 
     @torch.no_grad()
     def _restart_codes(self, z_e: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -297,10 +293,14 @@ class VQVAE(LatentVariableModel):
                 "codes_used": int((usage > 0).sum()), "active_units": None}
 
     def check_data(self, x: torch.Tensor) -> None:
-        if tuple(x.shape[1:]) != self.x_shape:
-            raise ValueError(f"the model expects images of shape {self.x_shape}, "
-                             f"the data has {tuple(x.shape[1:])}")
-        self.likelihood.check_data(x)
+        check_images(x, self.x_shape, self.likelihood)
+
+
+def _per_image(net: nn.Module, v: torch.Tensor) -> torch.Tensor:
+    """``net`` on ``(..., C, H, W)``: leading dimensions (particles, batch) folded into one."""
+    lead = v.shape[: v.dim() - 3]
+    out = net(v.reshape(-1, *v.shape[-3:]))
+    return out.reshape(*lead, *out.shape[1:])
 
 
 def perplexity(counts: torch.Tensor) -> float:
