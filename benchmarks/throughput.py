@@ -10,15 +10,18 @@ Fashion-MNIST training images with the same optimizer (Adam, foreach kernels), i
 * ``hand-written``: the same estimator in plain PyTorch (``elbo``: one reparameterized sample, KL
   sampled; ``meanfield``: KL analytic; ``iwae``: the k-sample bound), scaled by N/M like the plate.
 
-Trials of ``--steps`` steps are interleaved (fast, svi, hand, fast, ...) so that all loops see the
-same machine state; the table gives the median ms/step and the ratios to the hand-written loop.
+Trials of ``--steps`` steps are interleaved in rounds (each loop once per round, the order rotating
+from round to round) so that all loops see the same machine state; the table gives the median
+ms/step of each loop and, as the ratios to the hand-written loop, the median over rounds of the
+within-round ratio.
 
 **Evaluation.** The importance-sampled log-likelihood (k = ``--eval-k``, default 5000) of
 ``aevb evaluate`` over ``--eval-images`` test images (default: the full 10k): images/s, the
 arithmetic rate of its matrix products (counted from the network shapes) against a plain
-``torch.mm`` of large square matrices measured in the same script, and the peak memory of a fresh
-process doing only the evaluation (peak RSS on CPU, ``max_memory_allocated`` on GPU), for two
-chunk sizes to show it is set by the chunk, not by k.
+``torch.mm`` of large square matrices measured in the same script right after each evaluation
+(so both see the same machine state), and the peak memory of a fresh process doing only the
+evaluation (peak RSS on CPU, ``max_memory_allocated`` on GPU), for several chunk sizes to show it
+is set by the chunk, not by k.
 
     python benchmarks/throughput.py                    # the full benchmark (about 15 min on 2 CPU threads)
     python benchmarks/throughput.py --objectives elbo --batch-sizes 128 --eval-images 1000
@@ -139,17 +142,25 @@ def train_table(args, data, device) -> list[dict]:
             for loop in loops.values():  # warm-up: allocator, Pyro's plate-nesting guess
                 timed_steps(loop, stream, 10, device)
             times: dict[str, list[float]] = {e: [] for e in loops}
-            for _ in range(args.repeats):
-                for engine, loop in loops.items():
-                    times[engine].append(timed_steps(loop, stream, args.steps, device))
+            order = list(loops)
+            for r in range(args.repeats):  # one round: each loop once, the order rotating
+                for engine in order[r % 3:] + order[:r % 3]:
+                    times[engine].append(timed_steps(loops[engine], stream, args.steps, device))
             ms = {e: 1000 * statistics.median(t) / args.steps for e, t in times.items()}
             row = {"objective": name if name != "iwae" else f"iwae k={k}", "batch": batch_size,
                    "fast_ms": ms["fast"], "svi_ms": ms["svi"], "hand_ms": ms["hand"],
-                   "fast_ratio": ms["fast"] / ms["hand"], "svi_ratio": ms["svi"] / ms["hand"]}
+                   "fast_ratio": paired_ratio(times["fast"], times["hand"]),
+                   "svi_ratio": paired_ratio(times["svi"], times["hand"])}
             rows.append(row)
             print(f"{row['objective']:>10} batch {batch_size:>5}: fast {ms['fast']:.2f} ms, "
                   f"svi {ms['svi']:.2f} ms, hand-written {ms['hand']:.2f} ms/step", flush=True)
     return rows
+
+
+def paired_ratio(ours: list[float], reference: list[float]) -> float:
+    """The median over rounds of each round's time ratio: a round's trials run back to back, so
+    the machine's slow drifts (frequency, other tenants) cancel within the pair."""
+    return statistics.median(a / b for a, b in zip(ours, reference, strict=True))
 
 
 # -- evaluation -------------------------------------------------------------------------------
@@ -239,7 +250,6 @@ def eval_child(args) -> None:
 
 
 def eval_table(args, device) -> list[dict]:
-    peak_mm = matmul_gflops(device)
     rows = []
     for chunk, batch in args.eval_chunks:
         cmd = [sys.executable, __file__, "--eval-child", "--device", str(device),
@@ -250,6 +260,8 @@ def eval_table(args, device) -> list[dict]:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         gflops = eval_flops(r["images"], args.eval_k) / r["seconds"] / 1e9
+        # the references right after the evaluation, so that they see the same machine state
+        peak_mm = matmul_gflops(device)
         bare = bare_products_gflops(device, chunk * batch)
         rows.append({"chunk": f"{chunk} samples x {batch} images", "images": r["images"],
                      "k": args.eval_k, "seconds": r["seconds"],
@@ -303,7 +315,8 @@ def main(argv=None) -> None:
              else f"CPU, {torch.get_num_threads()} threads")
     print(f"{cfg.data.name}, {len(data.train)} training images, dynamic binarization, "
           f"784-{HIDDEN}-z{Z} VAE, Adam (foreach), {where}, torch {torch.__version__}; "
-          f"median of {args.repeats} interleaved trials of {args.steps} steps\n", flush=True)
+          f"{args.repeats} rounds of interleaved trials of {args.steps} steps; ms/step: median "
+          f"per loop; ratios: median over rounds of the within-round ratio\n", flush=True)
     rows = train_table(args, data, device)
     print("\n| objective | batch | aevb fast ms/step | aevb svi ms/step | hand-written ms/step "
           "| ratio fast / hand | ratio svi / hand |\n|---|---|---|---|---|---|---|")

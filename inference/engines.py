@@ -98,8 +98,9 @@ class ObjectiveModule(torch.nn.Module):
 
     def forward(self, *batches: Batch, weight: float = 1.0) -> torch.Tensor:
         model, guide = self.latent_model.model, self.latent_model.guide
-        loss = sum(self.objective.differentiable_loss(model, guide, b) for b in batches)
-        assert isinstance(loss, torch.Tensor)
+        loss = self.objective.differentiable_loss(model, guide, batches[0])
+        for b in batches[1:]:
+            loss = loss + self.objective.differentiable_loss(model, guide, b)
         return loss * weight if weight != 1.0 else loss
 
 
@@ -123,10 +124,12 @@ class FastEngine(Engine):
                 gradient_as_bucket_view=True)
         self.optimizer = build_optimizer(optimizer, model.parameters(), lr, weight_decay,
                                          foreach=True)
+        # one process: no module hooks to run, so skip nn.Module.__call__'s dispatch
+        self._loss = self.loss if ctx.active else self.loss.forward
 
     def step(self, *batches: Batch, weight: float = 1.0) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss(*batches, weight=weight)
+        loss = self._loss(*batches, weight=weight)
         loss.backward()
         self.optimizer.step()
         return loss.detach()

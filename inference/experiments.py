@@ -70,6 +70,7 @@ class ExperimentConfig:
     batch_size: int = 128
     lr: float = 1e-3
     alpha: float = 0.1
+    labelled_weight: str = "paper"
     m1_epochs: int | None = None  # default: epochs
     binarization: str = "dynamic"
     train_size: int | None = None
@@ -138,7 +139,8 @@ class Experiment:
         settings = self.out / "experiment.json"
         mine = asdict(self.cfg)
         if settings.is_file():
-            saved = json.loads(settings.read_text())
+            # settings added since the folder was written take their defaults
+            saved = asdict(ExperimentConfig()) | json.loads(settings.read_text())
             if saved != mine:
                 diff = sorted(k for k in mine if saved.get(k) != mine[k])
                 raise RunDirError(f"{self.out} holds an experiment with other settings "
@@ -189,7 +191,7 @@ class Experiment:
         if method_name == "m1m2":
             data = m1_features(self.m1(seed), data, seed)
         torch.manual_seed(seed)
-        settings = Settings(self.cfg.batch_size, self.cfg.lr, self.cfg.alpha)
+        settings = Settings(self.cfg.batch_size, self.cfg.lr, self.cfg.alpha, self.cfg.labelled_weight)
         method: Method = METHODS.get(method_name)(data, settings)
         state = {"best_valid": -1.0, "best_epoch": 0, "test_at_best": 0.0, "seconds": 0.0}
         start = 0

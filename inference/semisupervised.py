@@ -75,10 +75,12 @@ def subset(split: Split, index: torch.Tensor) -> Split:
     return Split(split.x[index], split.y[index], split.dynamic)
 
 
-def recycled(split: Split, batch_size: int) -> Iterator[Batch]:
-    """Shuffled passes over ``split`` without end, with its N/M scale."""
+def recycled(split: Split, batch_size: int, num_data: int | None = None) -> Iterator[Batch]:
+    """Shuffled passes over ``split`` without end, with the N/M scale of N = ``num_data``
+    (default: the split's size)."""
     while True:
-        yield from split.batches(batch_size, shuffle=True, scaled=True)
+        for b in split.batches(batch_size, shuffle=True, scaled=True):
+            yield b if num_data is None else Batch(b.x, b.y, b.index, num_data)
 
 
 def paired_batches(unlabelled: Split, labelled_stream: Iterator[Batch], batch_size: int
@@ -139,6 +141,25 @@ class Settings:
     batch_size: int = 128
     lr: float = 1e-3
     alpha: float = 0.1  # alpha = alpha * N (Kingma et al. 2014, section 3.1.2)
+    labelled_weight: str = "paper"  # see LABELLED_WEIGHTS
+
+
+# How much the labelled images weigh in the generative part of the objective: the N that a
+# labelled batch's N/M scale uses.
+LABELLED_WEIGHTS = {
+    # the paper's eq. 9: every image, labelled or not, counts once (N = N_labelled)
+    "paper": lambda data: len(data.labelled),
+    # the labelled set counts as if replicated to the unlabelled set's size (N = N_unlabelled),
+    # so each step's labelled batch weighs as much as its unlabelled batch
+    "balanced": lambda data: len(data.unlabelled),
+}
+
+
+def labelled_num_data(data: SemiData, settings: Settings) -> int:
+    if settings.labelled_weight not in LABELLED_WEIGHTS:
+        raise ConfigError(f"--labelled-weight {settings.labelled_weight!r}: choose one of "
+                          f"{', '.join(LABELLED_WEIGHTS)}")
+    return LABELLED_WEIGHTS[settings.labelled_weight](data)
 
 
 class Method:
@@ -151,7 +172,8 @@ class Method:
 
     def __init__(self, data: SemiData, settings: Settings):
         self.data, self.settings = data, settings
-        self.labelled_stream = recycled(data.labelled, min(settings.batch_size, len(data.labelled)))
+        self.labelled_stream = recycled(data.labelled, min(settings.batch_size, len(data.labelled)),
+                                        labelled_num_data(data, settings))
 
     def train_epoch(self) -> dict:
         raise NotImplementedError
@@ -167,12 +189,14 @@ class Method:
 METHODS: Registry[type[Method]] = Registry("method")
 
 
-def m2_spec(name: str, data: SemiData, alpha: float) -> dict:
-    """The M2 spec with aux_weight = alpha * N / N_labelled: the paper's alpha * N times the
-    labelled mean of log q(y|x) becomes a per-labelled-image weight under our N/M scaling."""
+def m2_spec(name: str, data: SemiData, settings: Settings) -> dict:
+    """The M2 spec with aux_weight = alpha * N / N_l, N_l the labelled batches' N
+    (:data:`LABELLED_WEIGHTS`): the paper's alpha * N times the labelled mean of log q(y|x)
+    becomes a per-labelled-image weight under the labelled batches' N_l/M scaling, whichever
+    ``labelled_weight`` is chosen."""
     spec = to_dict(load_spec(SPECS / f"{name}.yaml"))
     spec["sometimes_observed"]["y"]["posterior"]["aux_weight"] = \
-        alpha * data.num_train / len(data.labelled)
+        settings.alpha * data.num_train / labelled_num_data(data, settings)
     return spec
 
 
@@ -186,7 +210,7 @@ class M2(Method):
     def __init__(self, data: SemiData, settings: Settings):
         super().__init__(data, settings)
         x_shape = tuple(data.unlabelled.x.shape[1:])
-        self.module = SpecModel(x_shape, m2_spec(self.spec_name, data, settings.alpha))
+        self.module = SpecModel(x_shape, m2_spec(self.spec_name, data, settings))
         self.module.to(data.unlabelled.x.device)
         first = next(data.unlabelled.batches(2))
         objective = objective_for_model("elbo", 1, self.module, Batch(first.x, first.y))

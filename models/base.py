@@ -84,7 +84,8 @@ class LatentVariableModel(PyroModule):
         index = batch.index
         if index is None:
             index = torch.arange(size, device=batch.x.device)
-        return pyro.plate(DATA_PLATE, batch.num_data, subsample=index, dim=-1)
+        return pyro.plate(DATA_PLATE, batch.num_data, subsample=index, dim=-1,
+                          device=batch.x.device)
 
     def model(self, batch: Batch) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -23,9 +23,21 @@ from .registry import Registry
 
 Shape = tuple[int, ...]
 
+class Tanh(nn.Tanh):
+    r""":class:`torch.nn.Tanh` that, outside autograd (evaluation, sampling), computes
+    :math:`\tanh x = 2\sigma(2x) - 1`: torch's CPU ``tanh`` kernel is the accurate, slow one
+    (about 5x slower than ``sigmoid`` on a 2000 x 400 hidden layer), and the identity agrees with
+    it to ~2e-7 (the tests check it). Training keeps ``torch.tanh`` and its one autograd node."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and input.requires_grad:
+            return torch.tanh(input)
+        return input.mul(2.0).sigmoid_().mul_(2.0).sub_(1.0)
+
+
 ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation")
 for _name, _cls in {
-    "tanh": nn.Tanh,
+    "tanh": Tanh,
     "relu": nn.ReLU,
     "softplus": nn.Softplus,
     "elu": nn.ELU,

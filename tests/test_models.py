@@ -63,5 +63,69 @@ def test_logit_bernoulli_log_prob_equals_torch_bernoulli_and_survives_expand():
         ours.sum().backward()
         ref.sum().backward()
         assert torch.allclose(mine.grad, theirs.grad, atol=1e-6)
+        with torch.no_grad():  # the evaluation's three-pass form
+            assert torch.allclose(LogitBernoulli(logits=mine, validate_args=False).log_prob(x),
+                                  ref, atol=1e-5)
     expanded = LogitBernoulli(logits=torch.zeros(5)).expand((2, 5))
     assert isinstance(expanded, LogitBernoulli) and expanded.batch_shape == (2, 5)
+
+
+def test_lean_normals_and_their_kl_equal_torch_in_value_and_gradient():
+    """The training step's Gaussians (LeanNormal, StandardNormal, the closed-form KL to N(0, I))
+    give torch's values and gradients; expand to the same shape is the identity."""
+    from torch.distributions import Normal, kl_divergence
+
+    from models.families import VALUE_TYPES, LeanIndependent, LeanNormal, StandardNormal, to_event
+
+    torch.manual_seed(0)
+    loc0, scale0 = torch.randn(6, 5), torch.rand(6, 5) + 0.1
+    value = torch.randn(4, 6, 5)
+    results = []
+    for make in (LeanNormal, Normal):
+        loc, scale = loc0.clone().requires_grad_(), scale0.clone().requires_grad_()
+        q = make(loc, scale)
+        p = StandardNormal(torch.zeros(5), torch.ones(5)) if make is LeanNormal \
+            else Normal(torch.zeros(5), torch.ones(5))
+        total = q.log_prob(value).sum() + p.log_prob(value).sum() + kl_divergence(q, p).sum()
+        total.backward()
+        results.append((q.log_prob(value), p.log_prob(value), kl_divergence(q, p),
+                        loc.grad, scale.grad))
+    for ours, ref in zip(*results, strict=True):
+        assert torch.allclose(ours, ref, atol=1e-5)
+    prior = VALUE_TYPES.get("normal").standard((5,), None, torch.zeros(1))
+    assert isinstance(prior, LeanIndependent) and prior.event_shape == (5,)
+    q = to_event(LeanNormal(loc0, scale0), 1)
+    assert q.expand((6,)) is q
+    big = q.expand((2, 6))
+    assert isinstance(big, LeanIndependent) and isinstance(big.base_dist, LeanNormal)
+    assert big.batch_shape == (2, 6) and torch.allclose(big.log_prob(value[:2]),
+                                                        q.log_prob(value[:2]))
+
+
+def test_bernoulli_pixels_evaluation_log_prob_equals_the_pixelwise_sum():
+    """The evaluation's form (sums before the subtraction), for one image shared by k samples
+    and for a broadcast image, equals the sum of the pixels' Bernoulli log-densities."""
+    from models.families import BernoulliPixels, build_family
+
+    torch.manual_seed(0)
+    logits = torch.randn(7, 3, 1, 4, 4) * 3
+    x = torch.bernoulli(torch.rand(3, 1, 4, 4))
+    d = build_family("bernoulli", (1, 4, 4))(logits)
+    assert isinstance(d, BernoulliPixels) and d.expand((7, 3)) is d
+    ref = torch.distributions.Bernoulli(logits=logits).log_prob(x.expand_as(logits)).sum((-3, -2, -1))
+    with torch.no_grad():
+        assert torch.allclose(d.log_prob(x), ref, atol=1e-4)  # one image, k samples
+        assert torch.allclose(d.log_prob(x.expand_as(logits)), ref, atol=1e-4)
+    assert torch.allclose(d.log_prob(x), ref, atol=1e-4)  # training path (no grad needed here)
+
+
+def test_tanh_activation_outside_autograd_equals_torch_tanh():
+    from models.networks import ACTIVATIONS
+
+    act = ACTIVATIONS.get("tanh")()
+    x = torch.linspace(-20, 20, 4001)
+    with torch.no_grad():
+        assert torch.allclose(act(x), torch.tanh(x), atol=5e-7)
+    w = x.clone().requires_grad_()
+    act(w).sum().backward()  # training: torch.tanh and its gradient
+    assert torch.allclose(w.grad, 1 - torch.tanh(x) ** 2, atol=1e-6)

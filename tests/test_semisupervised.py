@@ -8,7 +8,16 @@ import torch
 from inference.data import Split
 from inference.errors import ConfigError, RunDirError
 from inference.experiments import Experiment, ExperimentConfig, summarize, t95
-from inference.semisupervised import METHODS, SemiData, label_split, m2_spec, paired_batches, recycled
+from inference.semisupervised import (
+    METHODS,
+    Method,
+    SemiData,
+    Settings,
+    label_split,
+    m2_spec,
+    paired_batches,
+    recycled,
+)
 
 
 def fake_labels(n=1000, classes=10, seed=0):
@@ -43,9 +52,26 @@ def test_m2_classification_weight_is_alpha_times_n_per_labelled_mean():
     x = torch.rand(60, 1, 28, 28)
     data = SemiData(Split(x[:10], torch.arange(10)), Split(x[10:], torch.zeros(50).long()),
                     Split(x[:5], torch.arange(5)), Split(x[:5], torch.arange(5)))
-    spec = m2_spec("m2", data, alpha=0.1)
+    spec = m2_spec("m2", data, Settings(alpha=0.1))
     # alpha * N * mean over labelled = (0.1 * 60 / 10) * sum over labelled
     assert spec["sometimes_observed"]["y"]["posterior"]["aux_weight"] == pytest.approx(0.6)
+
+
+def test_balanced_labelled_weight_scales_labelled_batches_as_the_unlabelled_set():
+    """``labelled_weight=balanced`` counts the labelled set as if replicated to the unlabelled
+    set's size (N_l/M -> N_u/M), and the per-image classification weight shrinks by as much, so
+    the alpha * N * mean log q(y|x) term of eq. 9 is unchanged."""
+    x = torch.rand(60, 1, 28, 28)
+    data = SemiData(Split(x[:10], torch.arange(10)), Split(x[10:], torch.zeros(50).long()),
+                    Split(x[:5], torch.arange(5)), Split(x[:5], torch.arange(5)))
+    paper, balanced = Settings(alpha=0.1), Settings(alpha=0.1, labelled_weight="balanced")
+    for settings, num_data in ((paper, 10), (balanced, 50)):
+        batch = next(Method(data, settings).labelled_stream)
+        aux = m2_spec("m2", data, settings)["sometimes_observed"]["y"]["posterior"]["aux_weight"]
+        assert batch.num_data == num_data
+        assert aux * num_data == pytest.approx(0.1 * 60)  # alpha * N per labelled mean
+    with pytest.raises(ConfigError, match="--labelled-weight 'heavy'"):
+        Method(data, Settings(labelled_weight="heavy"))
 
 
 def test_student_t_quantiles_match_scipy():
