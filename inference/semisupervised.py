@@ -4,7 +4,9 @@
   class) drawn from a seed; the rest of the training set is unlabelled.
 * **Batches**: every unlabelled image once per epoch; each unlabelled batch is paired with a
   labelled batch from the (recycled) labelled set. Each batch carries its own N/M scale, so one
-  step's loss is the paper's J^alpha (eq. 9) estimated on the pair.
+  step's loss is the paper's J^alpha (eq. 9) estimated on the pair. With ``labelled_weight =
+  "balanced"`` the labelled batches are scaled as if the labelled set were replicated to the
+  unlabelled set's size (:data:`LABELLED_WEIGHTS`), with alpha's term unchanged.
 * **Methods** (:data:`METHODS`): ``m2`` (the spec ``configs/specs/m2.yaml``: y observed on
   labelled batches, enumerated by TraceEnum_ELBO on unlabelled ones, plus
   alpha * log q(y|x) on labelled data with alpha = ``alpha`` * N); ``m1m2`` (M2 with a Gaussian
