@@ -23,6 +23,7 @@ from .registry import Registry
 
 Shape = tuple[int, ...]
 
+
 class Tanh(nn.Tanh):
     r""":class:`torch.nn.Tanh` that, outside autograd (evaluation, sampling), computes
     :math:`\tanh x = 2\sigma(2x) - 1`: torch's CPU ``tanh`` kernel is the accurate, slow one
