@@ -297,6 +297,7 @@ def main(argv=None) -> None:
     p.add_argument("--sample-chunk", type=int, default=100, help=argparse.SUPPRESS)
     p.add_argument("--eval-batch", type=int, default=20, help=argparse.SUPPRESS)
     p.add_argument("--no-eval", action="store_true")
+    p.add_argument("--no-train", action="store_true", help="the evaluation figures only")
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--eval-child", action="store_true", help=argparse.SUPPRESS)
@@ -317,7 +318,14 @@ def main(argv=None) -> None:
           f"784-{HIDDEN}-z{Z} VAE, Adam (foreach), {where}, torch {torch.__version__}; "
           f"{args.repeats} rounds of interleaved trials of {args.steps} steps; ms/step: median "
           f"per loop; ratios: median over rounds of the within-round ratio\n", flush=True)
-    rows = train_table(args, data, device)
+    if not args.no_train:
+        train_report(train_table(args, data, device))
+    if args.no_eval:
+        return
+    eval_report(args, device)
+
+
+def train_report(rows: list[dict]) -> None:
     print("\n| objective | batch | aevb fast ms/step | aevb svi ms/step | hand-written ms/step "
           "| ratio fast / hand | ratio svi / hand |\n|---|---|---|---|---|---|---|")
     for r in rows:
@@ -326,8 +334,9 @@ def main(argv=None) -> None:
     worst = max(rows, key=lambda r: r["fast_ratio"])
     print(f"ratio aevb / hand-written: {worst['fast_ratio']:.2f}x at worst "
           f"({worst['objective']}, batch {worst['batch']})")
-    if args.no_eval:
-        return
+
+
+def eval_report(args, device) -> None:
     print(f"\nevaluation: IS log-likelihood, k = {args.eval_k}, {args.eval_images} test images")
     erows = eval_table(args, device)
     print("\n| chunk | images | images/s | seconds | matmul GFLOP/s | torch.mm GFLOP/s "

@@ -37,13 +37,17 @@ def importance_sampled(model: LatentVariableModel, split: Split, num_samples: in
 
 def _importance_sampled(model, split, num_samples, sample_chunk, batch_size, progress):
     estimators: dict[int, ImportanceWeightedELBO] = {}
-    log_px, elbo = [], []
-    batches = split.batches(batch_size)
+    # the per-datapoint figures go straight into preallocated outputs: small tensors kept per
+    # batch would pin the allocator's heap between the chunks' large buffers and let it grow
+    device = split.x.device
+    log_px = torch.empty(len(split), device=device)
+    elbo = torch.empty(len(split), device=device)
+    start = 0
     total = math.ceil(len(split) / batch_size)
-    for batch in tqdm(batches, total=total, disable=not progress, desc=f"IS k={num_samples}",
-                      leave=False):
-        running = torch.full((len(batch),), -math.inf, device=batch.x.device)
-        total_w = torch.zeros(len(batch), device=batch.x.device)
+    for batch in tqdm(split.batches(batch_size), total=total, disable=not progress,
+                      desc=f"IS k={num_samples}", leave=False):
+        running = torch.full((len(batch),), -math.inf, device=device)
+        total_w = torch.zeros(len(batch), device=device)
         done = 0
         while done < num_samples:
             k = min(sample_chunk, num_samples - done)
@@ -54,9 +58,11 @@ def _importance_sampled(model, split, num_samples, sample_chunk, batch_size, pro
             running = torch.logaddexp(running, torch.logsumexp(log_w, dim=0))
             total_w += log_w.sum(0)
             done += k
-        log_px.append(running - math.log(num_samples))
-        elbo.append(total_w / num_samples)
-    return {"log_likelihood": torch.cat(log_px), "elbo": torch.cat(elbo)}
+        end = start + len(batch)
+        log_px[start:end] = running - math.log(num_samples)
+        elbo[start:end] = total_w / num_samples
+        start = end
+    return {"log_likelihood": log_px, "elbo": elbo}
 
 
 @torch.no_grad()
