@@ -4,6 +4,9 @@
 ``elbo``       :class:`~pyro.infer.Trace_ELBO`: SGVB estimator A (Kingma & Welling 2014,
                eq. 6), reparameterized, KL sampled.
 ``meanfield``  :class:`~pyro.infer.TraceMeanField_ELBO`: SGVB estimator B (eq. 7), KL analytic.
+
+(Both as the subclasses of :mod:`inference.syncfree`, whose ``differentiable_loss`` gives Pyro's
+value and gradient without reading numbers back from the device on every step.)
 ``iwae``       :class:`~inference.importance.ImportanceWeightedELBO`: the k-sample bound of
                Burda et al. (2016) per datapoint; ``num_particles`` is k. Discrete latents get
                VIMCO's gradient (Mnih & Rezende 2016).
@@ -41,7 +44,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from pyro import poutine
 from pyro.distributions import TorchDistribution
-from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO, TraceEnum_ELBO, TraceGraph_ELBO
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 from torch.distributions import kl_divergence
@@ -52,6 +55,7 @@ from models.registry import Registry
 from .annealing import WEIGHTABLE, KLWeight
 from .importance import ImportanceWeightedELBO, RenyiBound
 from .mmd import MMDObjective
+from .syncfree import SyncFreeTrace_ELBO, SyncFreeTraceMeanField_ELBO
 from .wakesleep import ReweightedWakeSleep
 
 
@@ -285,7 +289,8 @@ OBJECTIVE_OPTIONS = {"renyi_alpha": "renyi", "mmd_scale": "mmd", "rws_insomnia":
 @OBJECTIVES.register("elbo")
 def _elbo(num_particles: int) -> Objective:
     """Trace_ELBO; TraceEnum_ELBO for models with enumerated sites."""
-    return Objective("elbo", Trace_ELBO(num_particles=num_particles, vectorize_particles=True),
+    return Objective("elbo", SyncFreeTrace_ELBO(num_particles=num_particles,
+                                                vectorize_particles=True),
                      enum_elbo=TraceEnum_ELBO(num_particles=num_particles,
                                               vectorize_particles=True))
 
@@ -295,7 +300,8 @@ def _meanfield(num_particles: int) -> Objective:
     # it needs reparameterized latents and a closed-form KL for every one; Pyro would silently
     # fall back to a sampled KL where there is none, so model_traits finds those sites first
     return Objective(
-        "meanfield", TraceMeanField_ELBO(num_particles=num_particles, vectorize_particles=True),
+        "meanfield", SyncFreeTraceMeanField_ELBO(num_particles=num_particles,
+                                                 vectorize_particles=True),
         needs_reparam=True, needs_analytic_kl=True)
 
 
