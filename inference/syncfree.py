@@ -35,6 +35,21 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions import kl_divergence
 
 
+def _total(terms):
+    """The sum of a non-empty iterable of tensors, without a leading ``0 +`` (one autograd node
+    fewer per sum)."""
+    it = iter(terms)
+    total = next(it)
+    for term in it:
+        total = total + term
+    return total
+
+
+def _mean(particles: list, num_particles: int) -> torch.Tensor:
+    loss = _total(particles)
+    return torch.as_tensor(loss if num_particles == 1 else loss / num_particles)
+
+
 def _sample_sites(trace):
     return (site for site in trace.nodes.values() if site["type"] == "sample")
 
@@ -54,15 +69,14 @@ class SyncFreeTrace_ELBO(Trace_ELBO):
     """:class:`~pyro.infer.Trace_ELBO` without host reads (see the module docstring)."""
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        loss: torch.Tensor | float = 0.0
+        particles = []
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             if _reparameterized(guide_trace):
-                particle = (sum(s["log_prob_sum"] for s in _sample_sites(guide_trace))
-                            - sum(s["log_prob_sum"] for s in _sample_sites(model_trace)))
+                particles.append(_total(s["log_prob_sum"] for s in _sample_sites(guide_trace))
+                                 - _total(s["log_prob_sum"] for s in _sample_sites(model_trace)))
             else:
-                particle = _pyro_particle(self, model_trace, guide_trace)
-            loss = loss + particle / self.num_particles
-        return torch.as_tensor(loss)
+                particles.append(_pyro_particle(self, model_trace, guide_trace))
+        return _mean(particles, self.num_particles)
 
 
 class SyncFreeTraceMeanField_ELBO(TraceMeanField_ELBO):
@@ -70,33 +84,34 @@ class SyncFreeTraceMeanField_ELBO(TraceMeanField_ELBO):
     docstring)."""
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        loss: torch.Tensor | float = 0.0
+        particles = []
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             particle = self._negative_elbo(model_trace, guide_trace)
-            if particle is None:
-                particle = _pyro_particle(self, model_trace, guide_trace)
-            loss = loss + particle / self.num_particles
-        return torch.as_tensor(loss)
+            particles.append(_pyro_particle(self, model_trace, guide_trace) if particle is None
+                             else particle)
+        return _mean(particles, self.num_particles)
 
     @staticmethod
     def _negative_elbo(model_trace, guide_trace) -> torch.Tensor | None:
         """-(sum of observed log-densities - sum of analytic KLs), or ``None`` where a latent
         has no closed-form KL or ``rsample``, or the guide has auxiliary sites."""
-        guide_sites = dict((name, site) for name, site in guide_trace.nodes.items()
-                           if site["type"] == "sample")
-        elbo: torch.Tensor | float = 0.0
+        guide_sites = {name: site for name, site in guide_trace.nodes.items()
+                       if site["type"] == "sample"}
+        log_px, kl = [], []
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample":
                 continue
             if site["is_observed"]:
-                elbo = elbo + site["log_prob_sum"]
+                log_px.append(site["log_prob_sum"])
                 continue
             q = guide_sites.pop(name)
             if not q["fn"].has_rsample:
                 return None
             try:
-                kl = kl_divergence(q["fn"], site["fn"])
+                kl_qp = kl_divergence(q["fn"], site["fn"])
             except NotImplementedError:
                 return None
-            elbo = elbo - scale_and_mask(kl, scale=q["scale"], mask=q["mask"]).sum()
-        return None if guide_sites else -elbo
+            kl.append(scale_and_mask(kl_qp, scale=q["scale"], mask=q["mask"]).sum())
+        if guide_sites or not log_px:
+            return None
+        return _total(kl) - _total(log_px) if kl else -_total(log_px)
