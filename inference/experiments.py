@@ -58,6 +58,11 @@ T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.
        2.052, 2.048, 2.045, 2.042]
 
 
+# the settings that choose which runs there are, not how a run trains: a results folder may be
+# restarted with more (or fewer) of them, e.g. --seeds 5 after --seeds 3 adds seeds 3 and 4
+GRID = ("labels", "seeds", "methods")
+
+
 @dataclass
 class ExperimentConfig:
     """The settings of a semi-supervised experiment (stored as ``experiment.json``)."""
@@ -141,8 +146,8 @@ class Experiment:
         if settings.is_file():
             # settings added since the folder was written take their defaults
             saved = asdict(ExperimentConfig()) | json.loads(settings.read_text())
-            if saved != mine:
-                diff = sorted(k for k in mine if saved.get(k) != mine[k])
+            diff = sorted(k for k in mine if k not in GRID and saved.get(k) != mine[k])
+            if diff:
                 raise RunDirError(f"{self.out} holds an experiment with other settings "
                                   f"({', '.join(diff)} differ); restart it with the same arguments "
                                   f"or choose another --out")

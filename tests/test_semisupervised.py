@@ -119,6 +119,21 @@ def test_tiny_experiment_writes_table_plot_and_resumes(fashion_dir, tmp_path, mo
 
 
 @pytest.mark.data
+def test_more_seeds_extend_a_results_folder_without_rerunning_its_runs(fashion_dir, tmp_path):
+    out = tmp_path / "ss"
+    cfg = dict(data_dir=str(fashion_dir), labels=[20], epochs=1, methods=["baseline"])
+    Experiment(tiny(seeds=1, **cfg), out, progress=False).run_all()
+    first = out / "runs" / "baseline-n20-seed0" / "result.json"
+    before = first.stat().st_mtime_ns
+    rows = Experiment(tiny(seeds=2, **cfg), out, progress=False).run_all()
+    assert first.stat().st_mtime_ns == before  # seed 0 kept, seed 1 added
+    assert (out / "runs" / "baseline-n20-seed1" / "result.json").is_file()
+    assert [r["seeds"] for r in rows] == [2]
+    assert "| baseline | 20 | 2 |" in (out / "results.md").read_text()
+    assert json.loads((out / "experiment.json").read_text())["seeds"] == 2
+
+
+@pytest.mark.data
 def test_an_interrupted_run_resumes_from_its_last_epoch(fashion_dir, tmp_path, monkeypatch):
     cfg = tiny(data_dir=str(fashion_dir), labels=[20], seeds=1, epochs=2, methods=["baseline"])
     cls = METHODS.get("baseline")
