@@ -4,9 +4,6 @@
 ``elbo``       :class:`~pyro.infer.Trace_ELBO`: SGVB estimator A (Kingma & Welling 2014,
                eq. 6), reparameterized, KL sampled.
 ``meanfield``  :class:`~pyro.infer.TraceMeanField_ELBO`: SGVB estimator B (eq. 7), KL analytic.
-
-(Both as the subclasses of :mod:`inference.syncfree`, whose ``differentiable_loss`` gives Pyro's
-value and gradient without reading numbers back from the device on every step.)
 ``iwae``       :class:`~inference.importance.ImportanceWeightedELBO`: the k-sample bound of
                Burda et al. (2016) per datapoint; ``num_particles`` is k. Discrete latents get
                VIMCO's gradient (Mnih & Rezende 2016).
@@ -24,6 +21,10 @@ value and gradient without reading numbers back from the device on every step.)
                non-reparameterizable: the score-function (REINFORCE) gradient (Williams 1992;
                the estimator the paper compares against, section 2.4 and Figure 2).
 =============  ==========================================================================
+
+``elbo`` and ``meanfield`` are the subclasses of :mod:`inference.syncfree`, whose
+``differentiable_loss`` gives Pyro's value and gradient without reading numbers back from the
+device on every step.
 
 Each objective exposes ``differentiable_loss(model, guide, batch)``; the trainer calls
 ``backward`` on it and steps a torch optimizer (Pyro's ``ELBOModule`` pattern).

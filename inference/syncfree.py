@@ -47,7 +47,7 @@ def _total(terms):
 
 def _mean(particles: list, num_particles: int) -> torch.Tensor:
     loss = _total(particles)
-    return torch.as_tensor(loss if num_particles == 1 else loss / num_particles)
+    return loss if num_particles == 1 else loss / num_particles
 
 
 def _sample_sites(trace):
