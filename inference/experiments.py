@@ -2,9 +2,11 @@
 
 A results folder holds ``experiment.json`` (the settings), one folder per run under ``runs/``
 (metrics, a checkpoint each epoch, ``result.json`` when finished, M2's ``analogies.png``), M1
-models under ``m1/`` shared by the M1+M2 runs of a seed, and ``results.md``, ``results.csv``
-and ``accuracy.png``. Restarted with the same arguments, the runner skips finished runs and
-resumes the unfinished one from its last epoch. Model selection: each run reports the test
+models under ``m1/`` shared by a seed's runs on M1's codes (``m1m2``, ``m1baseline``), and
+``results.md`` (with each method's paired difference to the baseline), ``results.csv`` and
+``accuracy.png``. Restarted with the same arguments, the runner skips finished runs and
+resumes the unfinished one from its last epoch; restarted with more seeds, label counts,
+methods or epochs, it adds what is missing and keeps what is done. Model selection: each run reports the test
 accuracy at the epoch with the best validation accuracy.
 """
 
@@ -59,7 +61,9 @@ T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.
 
 
 # the settings that choose which runs there are, not how a run trains: a results folder may be
-# restarted with more (or fewer) of them, e.g. --seeds 5 after --seeds 3 adds seeds 3 and 4
+# restarted with more (or fewer) of them, e.g. --seeds 5 after --seeds 3 adds seeds 3 and 4.
+# --epochs may grow too: each run goes on from its last epoch, as an interrupted run resumes
+# (Adam's step size is constant, so nothing in a run depends on the number of epochs ahead)
 GRID = ("labels", "seeds", "methods")
 
 
@@ -103,19 +107,42 @@ def t95(n: int) -> float:
     return T95[n - 2] if 2 <= n <= len(T95) + 1 else 1.96
 
 
-def summarize(results: list[dict]) -> list[dict]:
-    """Mean accuracy and its 95% interval (Student's t over seeds) per (method, N_labels)."""
-    groups: dict[tuple[str, int], list[float]] = {}
-    for r in results:
-        groups.setdefault((r["method"], r["labels"]), []).append(r["test_accuracy"])
+def _mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% Student-t interval (nan for one value)."""
+    mean = statistics.fmean(values)
+    half = (t95(len(values)) * statistics.stdev(values) / math.sqrt(len(values))
+            if len(values) > 1 else float("nan"))
+    return mean, half
+
+
+def summarize(results: list[dict], reference: str = "baseline") -> list[dict]:
+    """Mean accuracy and its 95% interval (Student's t over seeds) per (method, N_labels).
+
+    Each run's seed fixes its labelled subset, so a method and ``reference`` run with the same
+    (N_labels, seed) saw the same labels. For every other method the row also carries the
+    *paired* difference (method - reference, over the seeds both have) with its 95% interval,
+    ``paired_diff`` and ``paired_ci95`` (nan where no seed is shared): the subset-to-subset
+    spread that both methods share cancels there, which the two unpaired intervals keep."""
+    groups: dict[tuple[str, int], dict[int, float]] = {}
+    for i, r in enumerate(results):
+        groups.setdefault((r["method"], r["labels"]), {})[r.get("seed", i)] = r["test_accuracy"]
     rows = []
-    for (method, labels), accs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        mean = statistics.fmean(accs)
-        half = t95(len(accs)) * statistics.stdev(accs) / math.sqrt(len(accs)) if len(accs) > 1 \
-            else float("nan")
-        rows.append({"method": method, "labels": labels, "seeds": len(accs), "accuracy": mean,
-                     "ci95": half, "error": 1 - mean})
+    for (method, labels), by_seed in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        mean, half = _mean_ci(list(by_seed.values()))
+        row = {"method": method, "labels": labels, "seeds": len(by_seed), "accuracy": mean,
+               "ci95": half, "error": 1 - mean, "paired_diff": math.nan, "paired_ci95": math.nan,
+               "paired_seeds": 0}
+        ref = groups.get((reference, labels), {})
+        shared = sorted(set(by_seed) & set(ref))
+        if method != reference and shared:
+            diff, diff_half = _mean_ci([by_seed[s] - ref[s] for s in shared])
+            row |= {"paired_diff": diff, "paired_ci95": diff_half, "paired_seeds": len(shared)}
+        rows.append(row)
     return rows
+
+
+def _pct(value: float, signed: bool = False) -> str:
+    return "n/a" if math.isnan(value) else f"{100 * value:{'+' if signed else ''}.2f}"
 
 
 def write_table(rows: list[dict], out: Path, description: str) -> None:
@@ -123,12 +150,14 @@ def write_table(rows: list[dict], out: Path, description: str) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    lines = [description, "", "| method | labels | seeds | test accuracy (mean ± 95% CI) | error |",
-             "|---|---|---|---|---|"]
+    lines = [description, "", "| method | labels | seeds | test accuracy (mean ± 95% CI) | error "
+             "| minus baseline, paired over seeds (± 95% CI) |", "|---|---|---|---|---|---|"]
     for r in rows:
-        ci = "n/a" if math.isnan(r["ci95"]) else f"{100 * r['ci95']:.2f}"
+        paired = ("" if not r["paired_seeds"] else
+                  f"{_pct(r['paired_diff'], signed=True)} ± {_pct(r['paired_ci95'])} points "
+                  f"({r['paired_seeds']} seeds)")
         lines.append(f"| {r['method']} | {r['labels']} | {r['seeds']} | "
-                     f"{100 * r['accuracy']:.2f}% ± {ci} | {100 * r['error']:.2f}% |")
+                     f"{_pct(r['accuracy'])}% ± {_pct(r['ci95'])} | {_pct(r['error'])}% | {paired} |")
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
 
 
@@ -146,6 +175,13 @@ class Experiment:
         if settings.is_file():
             # settings added since the folder was written take their defaults
             saved = asdict(ExperimentConfig()) | json.loads(settings.read_text())
+            # M1's epochs are those its models were trained with, unless given
+            saved["m1_epochs"] = saved["m1_epochs"] or saved["epochs"]
+            if self.cfg.m1_epochs is None:
+                self.cfg.m1_epochs = saved["m1_epochs"]
+            if self.cfg.epochs > saved["epochs"]:  # more epochs: runs go on from their checkpoints
+                saved["epochs"] = self.cfg.epochs
+            mine = asdict(self.cfg)
             diff = sorted(k for k in mine if k not in GRID and saved.get(k) != mine[k])
             if diff:
                 raise RunDirError(f"{self.out} holds an experiment with other settings "
@@ -169,7 +205,7 @@ class Experiment:
         return SemiData(subset(bundle.train, split.labelled), subset(bundle.train, split.unlabelled),
                         bundle.valid, bundle.test)
 
-    # -- M1 (shared by a seed's M1+M2 runs) --------------------------------------------------------
+    # -- M1 (shared by a seed's runs on M1's codes) ----------------------------------------------
     def m1(self, seed: int) -> VAE:
         path = self.out / "m1" / f"seed-{seed}.pt"
         bundle = self.data()
@@ -191,9 +227,11 @@ class Experiment:
         run_dir = self.out / "runs" / f"{method_name}-n{labels}-seed{seed}"
         result_path = run_dir / "result.json"
         if result_path.is_file():
-            return json.loads(result_path.read_text())
+            result = json.loads(result_path.read_text())
+            if result["epochs"] >= self.cfg.epochs:
+                return result  # finished; a run with fewer epochs goes on from its checkpoint
         data = self.semi_data(labels, seed)
-        if method_name == "m1m2":
+        if METHODS.get(method_name).on_m1_features:
             data = m1_features(self.m1(seed), data, seed)
         torch.manual_seed(seed)
         settings = Settings(self.cfg.batch_size, self.cfg.lr, self.cfg.alpha, self.cfg.labelled_weight)
@@ -304,7 +342,7 @@ def run_parallel(experiment: Experiment, runs: list[tuple[str, int, int]], worke
 
     context = mp.get_context("spawn")
     counter = context.Value("i", 0)
-    m1_seeds = sorted({seed for method, _, seed in runs if method == "m1m2"})
+    m1_seeds = sorted({seed for method, _, seed in runs if METHODS.get(method).on_m1_features})
     results: dict[tuple, dict] = {}
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                              initargs=(asdict(experiment.cfg), str(experiment.out), counter,

@@ -11,7 +11,8 @@
   labelled batches, enumerated by TraceEnum_ELBO on unlabelled ones, plus
   alpha * log q(y|x) on labelled data with alpha = ``alpha`` * N); ``m1m2`` (M2 with a Gaussian
   likelihood on the latent code of a VAE, M1, trained on all training images); ``baseline``
-  (the same q(y|x) network trained by cross-entropy on the labelled images only).
+  (the same q(y|x) network trained by cross-entropy on the labelled images only);
+  ``m1baseline`` (that network on M1's codes, labelled images only).
 """
 
 from __future__ import annotations
@@ -171,6 +172,7 @@ class Method:
 
     module: nn.Module
     optimizer: torch.optim.Optimizer | Engine
+    on_m1_features = False  # True: the runner hands it M1's latent codes instead of images
 
     def __init__(self, data: SemiData, settings: Settings):
         self.data, self.settings = data, settings
@@ -265,6 +267,7 @@ class M1M2(M2):
 
     spec_name = "m2_on_m1"
     draws_images = False
+    on_m1_features = True
 
 
 @METHODS.register("baseline")
@@ -297,6 +300,15 @@ class Baseline(Method):
     def classify(self, x):
         self.module.eval()
         return self.module(x)
+
+
+@METHODS.register("m1baseline")
+class M1Baseline(Baseline):
+    """The baseline's classifier (50-500-10 here) trained by cross-entropy on M1's codes of the
+    labelled images alone: what M1's features give without M2's unlabelled term (the paper's
+    M1 + classifier, with an MLP in place of its TSVM)."""
+
+    on_m1_features = True
 
 
 @torch.no_grad()

@@ -83,6 +83,29 @@ def test_student_t_quantiles_match_scipy():
     assert rows[0]["ci95"] == pytest.approx(4.303 * 0.1 / 3 ** 0.5, rel=1e-3)
 
 
+def test_paired_difference_to_the_baseline_over_shared_seeds():
+    """M2 - baseline per seed (each seed is one labelled subset), mean and its t interval; the
+    baseline row and a method with no shared seed carry none."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    base = {0: 0.60, 1: 0.70, 2: 0.65, 3: 0.50}
+    m2 = {0: 0.62, 1: 0.73, 2: 0.66}  # seed 3 not run: only seeds 0-2 pair up
+    results = ([{"method": "baseline", "labels": 100, "seed": s, "test_accuracy": a}
+                for s, a in base.items()] +
+               [{"method": "m2", "labels": 100, "seed": s, "test_accuracy": a} for s, a in m2.items()] +
+               [{"method": "m2", "labels": 1000, "seed": 0, "test_accuracy": 0.8}])
+    rows = {(r["method"], r["labels"]): r for r in summarize(results)}
+    diffs = [m2[s] - base[s] for s in m2]
+    paired = rows["m2", 100]
+    assert paired["paired_seeds"] == 3
+    assert paired["paired_diff"] == pytest.approx(sum(diffs) / 3)
+    interval = scipy_stats.t.interval(0.95, 2, loc=sum(diffs) / 3, scale=scipy_stats.sem(diffs))
+    assert paired["paired_ci95"] == pytest.approx((interval[1] - interval[0]) / 2, rel=1e-3)
+    # the paired interval is far narrower than the unpaired ones: the subsets' spread cancels
+    assert paired["paired_ci95"] < paired["ci95"] / 5
+    for key in (("baseline", 100), ("m2", 1000)):
+        assert rows[key]["paired_seeds"] == 0 and rows[key]["paired_diff"] != rows[key]["paired_diff"]
+
+
 def tiny(**kw):
     base = dict(labels=[20, 50], seeds=2, epochs=1, train_size=300, test_size=100,
                 batch_size=64, device="cpu")
@@ -98,7 +121,8 @@ def test_tiny_experiment_writes_table_plot_and_resumes(fashion_dir, tmp_path, mo
     assert all(0 <= r["accuracy"] <= 1 and r["seeds"] == 2 for r in rows)
     for name in ("results.md", "results.csv", "accuracy.png", "experiment.json"):
         assert (out / name).is_file()
-    assert "| m2 | 20 | 2 |" in (out / "results.md").read_text()
+    table = (out / "results.md").read_text()
+    assert "| m2 | 20 | 2 |" in table and "(2 seeds) |" in table  # M2 paired with the baseline
     assert (out / "runs" / "m2-n20-seed0" / "analogies.png").is_file()
 
     # restarted with the same arguments: finished runs are skipped
@@ -114,8 +138,8 @@ def test_tiny_experiment_writes_table_plot_and_resumes(fashion_dir, tmp_path, mo
     assert calls == []  # its checkpoint already held the last epoch: nothing retrained
     assert (out / "runs" / "m2-n50-seed1" / "result.json").is_file()
 
-    with pytest.raises(RunDirError, match="other settings \\(epochs differ\\)"):
-        Experiment(tiny(data_dir=str(fashion_dir), epochs=2), out, progress=False).run_all()
+    with pytest.raises(RunDirError, match="other settings \\(alpha differ\\)"):
+        Experiment(tiny(data_dir=str(fashion_dir), alpha=0.3), out, progress=False).run_all()
 
 
 @pytest.mark.data
@@ -131,6 +155,37 @@ def test_more_seeds_extend_a_results_folder_without_rerunning_its_runs(fashion_d
     assert [r["seeds"] for r in rows] == [2]
     assert "| baseline | 20 | 2 |" in (out / "results.md").read_text()
     assert json.loads((out / "experiment.json").read_text())["seeds"] == 2
+
+
+@pytest.mark.data
+def test_more_epochs_continue_finished_runs_from_their_last_checkpoint(fashion_dir, tmp_path,
+                                                                       monkeypatch):
+    out = tmp_path / "ss"
+    cfg = dict(data_dir=str(fashion_dir), labels=[20], seeds=1,
+               methods=["m1m2", "m1baseline", "baseline"])
+    Experiment(tiny(epochs=1, **cfg), out, progress=False).run_all()
+    m1 = out / "m1" / "seed-0.pt"
+    m1_before = m1.stat().st_mtime_ns
+    epochs_trained = []
+    for name in ("m1m2", "m1baseline", "baseline"):
+        original = METHODS.get(name).train_epoch
+        monkeypatch.setattr(METHODS.get(name), "train_epoch",
+                            lambda self, original=original: epochs_trained.append(1) or original(self))
+    Experiment(tiny(epochs=3, **cfg), out, progress=False).run_all()
+    assert len(epochs_trained) == 3 * 2  # epochs 2 and 3 of each run, epoch 1 not again
+    for name in ("m1m2", "m1baseline", "baseline"):
+        run = out / "runs" / f"{name}-n20-seed0"
+        assert json.loads((run / "result.json").read_text())["epochs"] == 3
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+    assert m1.stat().st_mtime_ns == m1_before  # M1 keeps the epochs it was trained with
+    saved = json.loads((out / "experiment.json").read_text())
+    assert saved["epochs"] == 3 and saved["m1_epochs"] == 1
+    epochs_trained.clear()
+    Experiment(tiny(epochs=3, **cfg), out, progress=False).run_all()  # the same arguments again
+    assert epochs_trained == []
+    with pytest.raises(RunDirError, match=r"\(epochs differ\)"):  # fewer: the runs are past it
+        Experiment(tiny(epochs=2, **cfg), out, progress=False).run_all()
 
 
 @pytest.mark.data
