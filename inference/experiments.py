@@ -161,6 +161,11 @@ def write_table(rows: list[dict], out: Path, description: str) -> None:
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
 
 
+# how the table's description names each --binarization
+BINARIZATION_WORDS = {"dynamic": "dynamic binarization", "static": "static binarization",
+                      "none": "grayscale (no binarization)"}
+
+
 class Experiment:
     def __init__(self, cfg: ExperimentConfig, out: Path, progress: bool = True):
         cfg.check()
@@ -297,7 +302,8 @@ class Experiment:
         d = bundle.description
         description = (f"{self.cfg.dataset}: {d['num_train']} training images (labelled subset + "
                        f"the rest unlabelled), {d['num_valid']} validation, {d['num_test']} test; "
-                       f"{self.cfg.binarization} binarization; {self.cfg.epochs} epochs; test "
+                       f"{BINARIZATION_WORDS.get(self.cfg.binarization, self.cfg.binarization)}; "
+                       f"{self.cfg.epochs} epochs; test "
                        f"accuracy of argmax q(y|x) at the best validation epoch; "
                        f"{self.cfg.seeds} seeds" + ("; SUBSET of the data" if d["subset"] else ""))
         write_table(rows, self.out, description)
