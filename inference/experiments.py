@@ -6,8 +6,8 @@ models under ``m1/`` shared by a seed's runs on M1's codes (``m1m2``, ``m1baseli
 ``results.md`` (with each method's paired difference to the baseline), ``results.csv`` and
 ``accuracy.png``. Restarted with the same arguments, the runner skips finished runs and
 resumes the unfinished one from its last epoch; restarted with more seeds, label counts,
-methods or epochs, it adds what is missing and keeps what is done. Model selection: each run reports the test
-accuracy at the epoch with the best validation accuracy.
+methods or epochs, it adds what is missing and keeps what is done. Model selection: each run
+reports the test accuracy at the epoch with the best validation accuracy.
 """
 
 from __future__ import annotations
@@ -61,9 +61,8 @@ T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.
 
 
 # the settings that choose which runs there are, not how a run trains: a results folder may be
-# restarted with more (or fewer) of them, e.g. --seeds 5 after --seeds 3 adds seeds 3 and 4.
-# --epochs may grow too: each run goes on from its last epoch, as an interrupted run resumes
-# (Adam's step size is constant, so nothing in a run depends on the number of epochs ahead)
+# restarted with more (or fewer) of them, e.g. --seeds 5 after --seeds 3 adds seeds 3 and 4
+# (--epochs may grow too: see Experiment.claim_folder)
 GRID = ("labels", "seeds", "methods")
 
 
@@ -184,7 +183,9 @@ class Experiment:
             saved["m1_epochs"] = saved["m1_epochs"] or saved["epochs"]
             if self.cfg.m1_epochs is None:
                 self.cfg.m1_epochs = saved["m1_epochs"]
-            if self.cfg.epochs > saved["epochs"]:  # more epochs: runs go on from their checkpoints
+            # more epochs: each run goes on from its last checkpoint, as an interrupted run
+            # resumes (Adam's step size is constant: no run depends on the epochs ahead of it)
+            if self.cfg.epochs > saved["epochs"]:
                 saved["epochs"] = self.cfg.epochs
             mine = asdict(self.cfg)
             diff = sorted(k for k in mine if k not in GRID and saved.get(k) != mine[k])
