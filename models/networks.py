@@ -61,22 +61,63 @@ def register_network(name: str):
     return NETWORKS.register(name)
 
 
-def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
-    """Linear layers with ``activation`` between them (none after the last)."""
+class ConcatLinear(nn.Linear):
+    r"""A linear layer on concatenated inputs that never builds the concatenation.
+
+    Called with one tensor it is :class:`torch.nn.Linear`. Called with a list of flat inputs
+    ``[v_1, ..., v_n]`` (leading dimensions that broadcast against each other) it returns
+    :math:`W [v_1; \dots; v_n] + b = \sum_i W_i v_i + b`, each :math:`W_i v_i` at its input's
+    own leading shape, and broadcasts only the sum. Under parallel enumeration of y in M2
+    (Kingma et al. 2014) q(z|x,y) gets x of shape ``(B, 784)`` and y of shape ``(C, 1, C)``:
+    the 784-column product runs once per image instead of once per image and class.
+    The parameters (``weight``, ``bias``) are nn.Linear's, so checkpoints are unchanged."""
+
+    def __init__(self, in_sizes: Sequence[int], out_features: int):
+        super().__init__(sum(in_sizes), out_features)
+        self.in_sizes = [int(n) for n in in_sizes]
+
+    def forward(self, input: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        if isinstance(input, torch.Tensor):
+            return super().forward(input)
+        if len(input) == 1:
+            return super().forward(input[0])
+        out = None
+        for v, w in zip(input, self.weight.split(self.in_sizes, dim=1), strict=True):
+            term = v @ w.t()
+            out = term if out is None else out + term
+        assert out is not None
+        return out + self.bias
+
+
+def mlp(sizes: Sequence[int], activation: str, in_sizes: Sequence[int] | None = None
+        ) -> nn.Sequential:
+    """Linear layers with ``activation`` between them (none after the last). The first layer
+    is a :class:`ConcatLinear` over inputs of ``in_sizes`` (default: one input of
+    ``sizes[0]``), so the network may be called with a list of flat inputs."""
     act = ACTIVATIONS.get(activation)
+    in_sizes = [sizes[0]] if in_sizes is None else list(in_sizes)
+    if sum(in_sizes) != sizes[0]:
+        raise ValueError(f"input sizes {in_sizes} do not add up to the first layer's {sizes[0]}")
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(nn.Linear(n_in, n_out))
+        layers.append(ConcatLinear(in_sizes, n_out) if i == 0 else nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
             layers.append(act())
     return nn.Sequential(*layers)
 
 
+def flat_inputs(inputs: Sequence[torch.Tensor], in_shapes: Sequence[Shape]) -> list[torch.Tensor]:
+    """Each input with its trailing ``in_shape`` flattened to a vector; leading dimensions are
+    left for :class:`ConcatLinear` to broadcast."""
+    return [v.reshape(*v.shape[: v.dim() - len(s)], math.prod(s)) for v, s in
+            zip(inputs, in_shapes, strict=True)]
+
+
 def flatten_inputs(inputs: Sequence[torch.Tensor], in_shapes: Sequence[Shape]) -> torch.Tensor:
     """Flatten each input's trailing ``in_shape`` to a vector, broadcast the leading dimensions
-    of all inputs against each other and concatenate the vectors."""
-    flat = [v.reshape(*v.shape[: v.dim() - len(s)], math.prod(s)) for v, s in
-            zip(inputs, in_shapes, strict=True)]
+    of all inputs against each other and concatenate the vectors (what :class:`ConcatLinear`
+    computes on without building)."""
+    flat = flat_inputs(inputs, in_shapes)
     if len(flat) == 1:
         return flat[0]
     lead = torch.broadcast_shapes(*(f.shape[:-1] for f in flat))
@@ -93,11 +134,11 @@ class MLPNet(nn.Module):
         super().__init__()
         self.in_shapes = [tuple(s) for s in in_shapes]
         self.out_shape = tuple(out_shape)
-        sizes = [sum(math.prod(s) for s in self.in_shapes), *hidden, math.prod(self.out_shape)]
-        self.net = mlp(sizes, activation)
+        in_sizes = [math.prod(s) for s in self.in_shapes]
+        self.net = mlp([sum(in_sizes), *hidden, math.prod(self.out_shape)], activation, in_sizes)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.net(flatten_inputs(inputs, self.in_shapes)).unflatten(-1, self.out_shape)
+        return self.net(flat_inputs(inputs, self.in_shapes)).unflatten(-1, self.out_shape)
 
 
 def _is_image(shape: Shape) -> bool:
@@ -135,15 +176,17 @@ class ConvNet(nn.Module):
             else:
                 features.append(s)
         self.feature_shapes = features
-        n_in = sum(math.prod(s) for s in features)
+        in_sizes = [math.prod(s) for s in features]
+        n_in = sum(in_sizes)
         if _is_image(self.out_shape):
             _check_28x28(self.out_shape)
-            self.head = nn.Sequential(mlp([n_in, *hidden, 64 * 7 * 7], activation), act())
+            self.head = nn.Sequential(mlp([n_in, *hidden, 64 * 7 * 7], activation, in_sizes),
+                                      act())
             self.deconv: nn.Module | None = nn.Sequential(
                 nn.ConvTranspose2d(64, 32, 4, 2, 1), act(),
                 nn.ConvTranspose2d(32, self.out_shape[0], 4, 2, 1))
         else:
-            self.head = mlp([n_in, *hidden, math.prod(self.out_shape)], activation)
+            self.head = mlp([n_in, *hidden, math.prod(self.out_shape)], activation, in_sizes)
             self.deconv = None
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
@@ -153,7 +196,7 @@ class ConvNet(nn.Module):
                 lead = v.shape[: v.dim() - 3]
                 v = self.trunks[str(i)](v.reshape(-1, *s)).reshape(*lead, -1)
             feats.append(v)
-        h = self.head(flatten_inputs(feats, self.feature_shapes))
+        h = self.head(flat_inputs(feats, self.feature_shapes))
         if self.deconv is None:
             return h.unflatten(-1, self.out_shape)
         lead = h.shape[:-1]

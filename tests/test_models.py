@@ -129,3 +129,31 @@ def test_tanh_activation_outside_autograd_equals_torch_tanh():
     w = x.clone().requires_grad_()
     act(w).sum().backward()  # training: torch.tanh and its gradient
     assert torch.allclose(w.grad, 1 - torch.tanh(x) ** 2, atol=1e-6)
+
+
+def test_concat_linear_equals_a_linear_layer_on_the_broadcast_concatenation():
+    """M2's q(z|x,y) under enumeration: x (M, 784-like) and one-hot y (C, 1, C) give the same
+    values and gradients as concatenating the broadcast inputs first."""
+    from models.networks import ConcatLinear, MLPNet, flatten_inputs
+
+    torch.manual_seed(0)
+    layer = ConcatLinear([6, 3], 5)
+    x = torch.randn(4, 6, requires_grad=True)
+    y = torch.eye(3).reshape(3, 1, 3)
+    out = layer([x, y])
+    ref = torch.nn.functional.linear(flatten_inputs([x, y], [(6,), (3,)]), layer.weight, layer.bias)
+    assert out.shape == (3, 4, 5)
+    assert torch.allclose(out, ref, atol=1e-6)
+    g = torch.randn(3, 4, 5)
+    grads = torch.autograd.grad(out, [x, layer.weight, layer.bias], g)
+    ref_grads = torch.autograd.grad(ref, [x, layer.weight, layer.bias], g)
+    for a, b in zip(grads, ref_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert torch.equal(layer(ref.new_ones(2, 9)), torch.nn.functional.linear(
+        ref.new_ones(2, 9), layer.weight, layer.bias))  # one tensor: plain nn.Linear
+    # an MLP network keeps nn.Linear's parameter names (old checkpoints load)
+    net = MLPNet([(2, 3), (4,)], (7,), [5], "relu")
+    assert set(net.state_dict()) == {"net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"}
+    with pytest.raises(ValueError, match="do not add up"):
+        from models.networks import mlp
+        mlp([10, 5], "relu", [4, 4])
