@@ -92,7 +92,8 @@ def main(argv=None) -> None:
             return (time.perf_counter() - t) / a.steps * 1e3
 
     loops = list(LOOPS)
-    trial(loops[0]), trial(loops[1])  # warm-up
+    for loop in loops:  # warm-up
+        trial(loop)
     times: dict[str, list[float]] = {loop: [] for loop in loops}
     ratios = []
     for r in range(a.rounds):

@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .registry import Registry
@@ -81,12 +82,12 @@ class ConcatLinear(nn.Linear):
             return super().forward(input)
         if len(input) == 1:
             return super().forward(input[0])
-        out = None
-        for v, w in zip(input, self.weight.split(self.in_sizes, dim=1), strict=True):
-            term = v @ w.t()
-            out = term if out is None else out + term
-        assert out is not None
-        return out + self.bias
+        weights = self.weight.split(self.in_sizes, dim=1)
+        # the bias joins the first input's product, before any broadcasting
+        out = F.linear(input[0], weights[0], self.bias)
+        for v, w in zip(input[1:], weights[1:], strict=True):
+            out = out + F.linear(v, w)
+        return out
 
 
 def mlp(sizes: Sequence[int], activation: str, in_sizes: Sequence[int] | None = None
