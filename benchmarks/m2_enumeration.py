@@ -22,21 +22,18 @@ import argparse
 import copy
 import itertools
 import statistics
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
 from unittest import mock
 
 import torch
+from aevb.inference.semisupervised import METHODS, Settings, paired_batches
+from aevb.models.networks import ConcatLinear, flatten_inputs
+
+from aevb.experiments.semisupervised import Experiment, ExperimentConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from inference.experiments import Experiment, ExperimentConfig  # noqa: E402
-from inference.semisupervised import METHODS, Settings, paired_batches  # noqa: E402
-from models.networks import ConcatLinear, flatten_inputs  # noqa: E402
 
 
 def concatenating_forward(self: ConcatLinear, input):

@@ -30,17 +30,17 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 def worker(args) -> None:
     """One rank's part (run under torchrun)."""
-    from inference import distributed
-    from inference.config import load_config
-    from inference.data import Split, load_data
-    from inference.engines import build_engine
-    from inference.training import build_model, prepare_objective, resolve_device, train_epoch
+    from aevb.inference import Split
+    from aevb.inference.training import build_engine, distributed, resolve_device, train_epoch
+
+    from aevb.builder import build_model
+    from aevb.config import load_config
+    from aevb.data import load_data
+    from aevb.runs import objective_from_config
 
     torch.set_num_threads(args.threads)
     ctx = distributed.setup(args.device)
@@ -51,7 +51,7 @@ def worker(args) -> None:
     data = load_data(cfg.data, device)
     torch.manual_seed(0)
     model = build_model(cfg.model, (1, 28, 28)).to(device)
-    objective = prepare_objective(cfg, model, next(data.valid.batches(2)))
+    objective = objective_from_config(cfg, model, next(data.valid.batches(2)))
     engine = build_engine("fast", model, objective, "adam", 1e-3, ctx=ctx)
     n = args.steps * args.batch_size
     if n > len(data.train):

@@ -42,18 +42,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from aevb.inference import Split
+from aevb.inference.evaluation.likelihood import importance_sampled
+from aevb.inference.objectives import build_objective
+from aevb.inference.training import resolve_device
+from aevb.inference.training.engines import build_engine
+from aevb.inference.training.optim import build_optimizer
+
+from aevb.builder import build_model
+from aevb.config import load_config
+from aevb.data import load_data
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from inference.config import load_config  # noqa: E402
-from inference.data import Split, load_data  # noqa: E402
-from inference.engines import build_engine  # noqa: E402
-from inference.evaluation import importance_sampled  # noqa: E402
-from inference.objectives import build_objective  # noqa: E402
-from inference.optim import build_optimizer  # noqa: E402
-from inference.training import build_model, resolve_device  # noqa: E402
 
 HIDDEN, Z = 400, 50
 

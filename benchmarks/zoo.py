@@ -26,13 +26,10 @@ import argparse
 import csv
 import json
 import statistics
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 #: Burda et al. (2016)'s one-stochastic-layer architecture
 BURDA_1 = ["model.hidden_sizes=[200, 200]", "model.z_dim=50", "model.activation=tanh"]
@@ -76,7 +73,7 @@ ROW_KEYS = [r.key for r in ROWS]
 
 
 def row_config(row: Row, args):
-    from inference.config import load_config
+    from aevb.config import load_config
 
     overrides = [
         "data.name=fashion-mnist", "data.binarization=dynamic", "train.batch_size=128",
@@ -96,8 +93,9 @@ def row_config(row: Row, args):
 
 def run_row(row: Row, args) -> None:
     """Train and evaluate one row into its run folder, resuming where it stopped."""
-    from inference.checkpoint import list_checkpoints
-    from inference.training import train
+    from aevb.inference.training.checkpoint import list_checkpoints
+
+    from aevb.runs import train
 
     run_dir = args.out / "runs" / row.key
     if (run_dir / "evaluation.json").is_file():

@@ -24,24 +24,26 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from aevb.configs import resolve
+from aevb.inference.batching import Split
+from aevb.inference.errors import ConfigError
+from aevb.inference.objectives import objective_for_model
+from aevb.inference.objectives.importance import ImportanceWeightedELBO
+from aevb.inference.training.engines import Engine, build_engine
+from aevb.inference.training.optim import build_optimizer
+from aevb.models.base import Batch
+from aevb.models.networks import build_network
+from aevb.models.registry import Registry
+from aevb.models.spec import load_spec
+from aevb.models.spec.compiler import SpecModel
+from aevb.models.spec.schema import to_dict
 from pyro import poutine
 from torch import nn
 
-from models.base import Batch
-from models.networks import build_network
-from models.registry import Registry
-from models.spec import load_spec
-from models.spec.compiler import SpecModel
-from models.spec.schema import to_dict
 
-from .data import Split
-from .engines import Engine, build_engine
-from .errors import ConfigError
-from .importance import ImportanceWeightedELBO
-from .objectives import objective_for_model
-from .optim import build_optimizer
-
-SPECS = Path(__file__).resolve().parents[1] / "configs" / "specs"
+def shipped_spec(name: str) -> Path:
+    """The spec file of a shipped spec (``m2``, ``m2_on_m1``; :mod:`aevb.configs`)."""
+    return resolve(name, "spec")
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -198,7 +200,7 @@ def m2_spec(name: str, data: SemiData, settings: Settings) -> dict:
     (:data:`LABELLED_WEIGHTS`): the paper's alpha * N times the labelled mean of log q(y|x)
     becomes a per-labelled-image weight under the labelled batches' N_l/M scaling, whichever
     ``labelled_weight`` is chosen."""
-    spec = to_dict(load_spec(SPECS / f"{name}.yaml"))
+    spec = to_dict(load_spec(shipped_spec(name)))
     spec["sometimes_observed"]["y"]["posterior"]["aux_weight"] = \
         settings.alpha * data.num_train / labelled_num_data(data, settings)
     return spec
@@ -277,7 +279,7 @@ class Baseline(Method):
 
     def __init__(self, data: SemiData, settings: Settings):
         super().__init__(data, settings)
-        spec = load_spec(SPECS / "m2.yaml").networks["classifier"]
+        spec = load_spec(shipped_spec("m2")).networks["classifier"]
         x_shape = tuple(data.unlabelled.x.shape[1:])
         self.module = build_network(spec.type, [x_shape], (10,), spec.hidden, spec.activation)
         self.module.to(data.unlabelled.x.device)

@@ -5,7 +5,7 @@ import pyro
 import pytest
 import torch
 
-from inference.data import SYSTEM_ROOT
+from aevb.data.idx import SYSTEM_ROOT
 
 FASHION = SYSTEM_ROOT / "fashion-mnist"
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"

@@ -12,15 +12,13 @@ from __future__ import annotations
 import sys
 
 import torch
-
-from inference import distributed
-from inference.data import Split
-from inference.distributed import DistContext
-from inference.engines import build_engine
-from inference.objectives import build_objective
-from inference.training import train_epoch
-from models.base import Batch
-from models.vae import VAE
+from aevb.inference import Split
+from aevb.inference.objectives import build_objective
+from aevb.inference.training import distributed, train_epoch
+from aevb.inference.training.distributed import DistContext
+from aevb.inference.training.engines import build_engine
+from aevb.models.base import Batch
+from aevb.models.vae import VAE
 
 SEED, EPOCHS, BATCH = 3, 2, 32
 CASES = [("elbo", 1), ("iwae", 3)]

@@ -4,16 +4,16 @@ import json
 
 import pytest
 import torch
+from aevb.inference.errors import ConfigError
+from aevb.inference.objectives import IncompatibleObjective, build_objective
+from aevb.inference.objectives.annealing import KLSchedule, KLWeight
+from aevb.models.base import Batch
+from aevb.models.vae import VAE
 from pyro import poutine
 from torch.distributions import kl_divergence
 
-from inference.annealing import KLSchedule, KLWeight
-from inference.config import load_config
-from inference.errors import ConfigError
-from inference.objectives import IncompatibleObjective, build_objective
-from inference.training import train
-from models.base import Batch
-from models.vae import VAE
+from aevb.config import load_config
+from aevb.runs import train
 
 
 def tiny():

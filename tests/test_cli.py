@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from inference.cli import build_parser, main
+from aevb.cli import build_parser, main
 
 TESTED = {"train", "evaluate", "sample", "experiment", "diagnose"}
 
@@ -61,6 +61,6 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
 
 
 def test_console_script_is_installed():
-    out = subprocess.run([sys.executable, "-m", "inference.cli", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "aevb.cli", "--help"], capture_output=True,
                          text=True, check=True)
     assert "train" in out.stdout and "evaluate" in out.stdout and "sample" in out.stdout

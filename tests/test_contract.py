@@ -5,13 +5,13 @@ import textwrap
 
 import pytest
 import torch
+from aevb.inference.errors import ConfigError
+from aevb.models import Batch
 
-from inference.builder import build_model
-from inference.cli import main
-from inference.config import load_config
-from inference.errors import ConfigError
-from inference.training import prepare_objective
-from models import Batch
+from aevb.builder import build_model
+from aevb.cli import main
+from aevb.config import load_config
+from aevb.runs import objective_from_config
 
 SMALL = ["data.train_size=600", "data.test_size=100", "eval.num_samples=10", "train.epochs=1",
          "--no-progress", "--device", "cpu"]
@@ -22,7 +22,7 @@ import torch
 from pyro import distributions as dist
 from torch import nn
 
-from models import LatentVariableModel, register_model
+from aevb.models import LatentVariableModel, register_model
 
 
 @register_model("tiny_user_vae")
@@ -65,19 +65,27 @@ def user_file(tmp_path_factory):
 @pytest.mark.data
 @pytest.mark.parametrize("reference", [":TinyVAE", ":tiny_user_vae"])
 def test_user_model_from_a_file_trains_checkpoints_resumes_and_evaluates(
-        fashion_dir, tmp_path, user_file, reference):
+        fashion_dir, tmp_path, user_file, reference, capsys):
     run = tmp_path / "run"
     args = ["--data-dir", str(fashion_dir), *SMALL]
     assert main(["train", f"model={user_file}{reference}", "model.options={code_size: 4}",
                  "--run-dir", str(run), *args]) == 0
     assert json.loads((run / "evaluation.json").read_text())["active_units"] is not None
     assert (run / "samples.png").is_file() and (run / "latent.png").is_file()
-    assert main(["train", "--resume", str(run), "train.epochs=2", "--no-progress"]) == 0
+    # a run folder names code: it is imported only with the user's consent
+    for command in (["train", "--resume", str(run), "train.epochs=2"], ["sample", str(run)],
+                    ["evaluate", str(run), "--num-samples", "5"]):
+        assert main([*command, "--no-progress"] if command[0] != "sample" else command) == 2
+    assert "--trust-model-file" in capsys.readouterr().err
+    assert not (run / "checkpoints" / "epoch-0002.pt").exists()
+    assert main(["train", "--resume", str(run), "train.epochs=2", "--no-progress",
+                 "--trust-model-file"]) == 0
     assert (run / "checkpoints" / "epoch-0002.pt").is_file()
     assert main(["evaluate", str(run), "--num-samples", "5", "--no-progress",
-                 "--out", str(tmp_path / "ev.json")]) == 0
+                 "--out", str(tmp_path / "ev.json"), "--trust-model-file"]) == 0
     assert json.loads((tmp_path / "ev.json").read_text())["epochs_trained"] == 2
-    assert main(["sample", str(run), "-n", "4", "--out", str(tmp_path / "s.png")]) == 0
+    assert main(["sample", str(run), "-n", "4", "--out", str(tmp_path / "s.png"),
+                 "--trust-model-file"]) == 0
 
 
 @pytest.mark.data
@@ -120,8 +128,8 @@ def test_objectives_that_cannot_handle_a_model_are_refused_before_training(spec,
     model = build_model(cfg.model, (1, 28, 28))
     batch = Batch(torch.bernoulli(torch.rand(2, 1, 28, 28)), torch.tensor([1, 2]))
     with pytest.raises(ConfigError, match=message):
-        prepare_objective(cfg, model, batch)
-    ok = prepare_objective(cfg_for("elbo=elbo", spec=spec), model, batch)
+        objective_from_config(cfg, model, batch)
+    ok = objective_from_config(cfg_for("elbo=elbo", spec=spec), model, batch)
     assert type(ok.elbo).__name__ == "TraceEnum_ELBO"
 
 
@@ -139,9 +147,9 @@ def test_reparameterization_only_objectives_refuse_sampled_discrete_latents(tmp_
     for name in ("meanfield", "renyi", "mmd"):
         with pytest.raises(ConfigError, match=rf"elbo={name} needs reparameterized latents, but "
                                               r"the guide samples h without rsample"):
-            prepare_objective(cfg_for(f"elbo={name}", spec=spec), model, batch)
+            objective_from_config(cfg_for(f"elbo={name}", spec=spec), model, batch)
     for name in ("elbo", "score", "iwae", "rws", "wake-sleep"):
-        prepare_objective(cfg_for(f"elbo={name}", spec=spec), model, batch)
+        objective_from_config(cfg_for(f"elbo={name}", spec=spec), model, batch)
 
 
 def test_config_keys_a_model_does_not_take_are_refused(user_file):
@@ -158,7 +166,7 @@ def test_model_names_and_files_that_do_not_exist_are_named(tmp_path, user_file):
     with pytest.raises(ConfigError, match=r"model.name.*does not exist"):
         cfg_for(f"model={tmp_path}/nope.py:X")
     with pytest.raises(ConfigError, match=r"has no model 'Nope'; models found there: TinyVAE"):
-        cfg_for(f"model={user_file}:Nope")
+        build_model(cfg_for(f"model={user_file}:Nope").model, (1, 28, 28))
     with pytest.raises(ConfigError, match=r"unknown model 'vea'; valid models: .*vae"):
         cfg_for("model=vea")
     with pytest.raises(ConfigError, match=r"model.name=spec needs a spec"):

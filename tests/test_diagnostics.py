@@ -2,10 +2,9 @@
 and reparameterization beats the score function on the encoder (Kingma & Welling 2014, 2.4)."""
 
 import torch
-
-from inference.diagnostics import estimator_objective, gradient_statistics, parameter_groups
-from models.base import Batch
-from models.vae import VAE
+from aevb.inference.evaluation.diagnostics import estimator_objective, gradient_statistics, parameter_groups
+from aevb.models.base import Batch
+from aevb.models.vae import VAE
 
 
 def tiny():
@@ -29,7 +28,7 @@ def test_statistics_are_the_moments_of_the_gradient_draws():
     for _ in range(30):
         model.zero_grad()
         (objective.differentiable_loss(model.model, model.guide, b) / len(b)).backward()
-        draws.append(torch.cat([p.grad.flatten() for _, p in parameter_groups(model)["encoder"]]))
+        draws.append(torch.cat([p.grad.flatten() for _, p in parameter_groups(model, b)["encoder"]]))
     g = torch.stack(draws)
     enc = rows["encoder"]
     assert enc.parameters == g.shape[1]
@@ -52,7 +51,38 @@ def test_reparameterized_encoder_gradients_have_far_lower_variance_than_score_fu
 
 def test_groups_split_guide_and_model_networks():
     groups = parameter_groups(VAE((1, 4, 4), z_dim=2, hidden_sizes=(8,), posterior="iaf",
-                                  posterior_size=1))
+                                  posterior_size=1), batch())
     assert all(n.startswith(("encoder", "posterior_flow")) for n, _ in groups["encoder"])
     assert any(n.startswith("posterior_flow") for n, _ in groups["encoder"])
     assert all(n.startswith("decoder") for n, _ in groups["decoder"])
+
+
+def test_groups_follow_the_traces_not_the_module_names():
+    """A model whose encoder is ``self.enc`` and decoder ``self.encoder_of_pixels``: the guide's
+    sample sites depend on the first only."""
+    import pyro
+    import pyro.distributions as dist
+    from pyro.nn import PyroModule
+    from torch import nn
+
+    class Odd(PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.Linear(16, 4)
+            self.encoder_of_pixels = nn.Linear(2, 16)
+
+        def model(self, batch):
+            with pyro.plate("data", len(batch)):
+                z = pyro.sample("z", dist.Normal(torch.zeros(len(batch), 2), 1.0).to_event(1))
+                logits = self.encoder_of_pixels(z).reshape(-1, 1, 4, 4)
+                pyro.sample("x", dist.Bernoulli(logits=logits).to_event(3), obs=batch.x)
+
+        def guide(self, batch):
+            h = self.enc(batch.x.reshape(len(batch), -1))
+            with pyro.plate("data", len(batch)):
+                pyro.sample("z", dist.Normal(h[:, :2], h[:, 2:].exp()).to_event(1))
+
+    groups = parameter_groups(Odd(), batch())
+    assert sorted(n for n, _ in groups["encoder"]) == ["enc.bias", "enc.weight"]
+    assert sorted(n for n, _ in groups["decoder"]) == ["encoder_of_pixels.bias",
+                                                      "encoder_of_pixels.weight"]

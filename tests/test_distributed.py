@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from aevb.inference import Split
+from aevb.inference.errors import ConfigError
+from aevb.inference.objectives import build_objective
+from aevb.inference.training import distributed
+from aevb.inference.training.distributed import DistContext
+from aevb.inference.training.engines import build_engine
+from aevb.models.vae import VAE
 
-from inference import distributed
-from inference.cli import main
-from inference.data import Split
-from inference.distributed import DistContext
-from inference.engines import build_engine
-from inference.errors import ConfigError
-from inference.objectives import build_objective
-from models.vae import VAE
+from aevb.cli import main
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -98,10 +98,10 @@ def test_checkpoints_resume_across_rank_counts(fashion_dir, tmp_path, capsys):
     assert (whole / "evaluation.json").is_file() and _ranks(whole) == [2, 2]
     # one epoch on 2 ranks, then resumed on 2 ranks: the same parameters (rank streams are
     # seeded per epoch, the permutation is common)
-    torchrun("-m", "inference.cli", "train", "--run-dir", str(part), *small, "train.epochs=1")
+    torchrun("-m", "aevb.cli", "train", "--run-dir", str(part), *small, "train.epochs=1")
     copy = tmp_path / "copy"
     subprocess.run(["cp", "-r", str(part), str(copy)], check=True)
-    torchrun("-m", "inference.cli", "train", "--resume", str(part), "--no-progress",
+    torchrun("-m", "aevb.cli", "train", "--resume", str(part), "--no-progress",
              "train.epochs=2")
     for name, p in _params(whole, 2).items():
         torch.testing.assert_close(_params(part, 2)[name], p, rtol=1e-5, atol=1e-6)
@@ -111,7 +111,7 @@ def test_checkpoints_resume_across_rank_counts(fashion_dir, tmp_path, capsys):
     # and a one-process checkpoint resumes on 2 ranks
     single = tmp_path / "single"
     assert main(["train", "--run-dir", str(single), *small, "train.epochs=1"]) == 0
-    torchrun("-m", "inference.cli", "train", "--resume", str(single), "--no-progress",
+    torchrun("-m", "aevb.cli", "train", "--resume", str(single), "--no-progress",
              "train.epochs=2")
     assert _ranks(single) == [1, 2]
     ev = json.loads((single / "evaluation.json").read_text())
@@ -121,7 +121,7 @@ def test_checkpoints_resume_across_rank_counts(fashion_dir, tmp_path, capsys):
 @pytest.mark.data
 def test_only_rank_zero_writes_one_run_folder(fashion_dir, tmp_path):
     """The ranks agree on rank 0's time-stamped default folder, and one folder is written."""
-    torchrun("-m", "inference.cli", "train", "--config", str(ROOT / "configs/vae_fashion.yaml"),
+    torchrun("-m", "aevb.cli", "train", "--config", str(ROOT / "configs/vae_fashion.yaml"),
              "--data-dir", str(fashion_dir), "--device", "cpu", "--no-progress",
              "data.train_size=128", "data.test_size=32", "eval.num_samples=2",
              "model.hidden_sizes=[8]", "model.z_dim=2", "train.epochs=1",

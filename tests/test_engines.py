@@ -3,15 +3,14 @@
 import pyro
 import pytest
 import torch
-
-from inference.data import Split
-from inference.engines import ENGINES, build_engine
-from inference.errors import ConfigError
-from inference.objectives import build_objective, objective_for_model
-from inference.training import train_epoch
-from models.base import Batch
-from models.spec import compile_spec
-from models.vae import VAE
+from aevb.inference import Split
+from aevb.inference.errors import ConfigError
+from aevb.inference.objectives import build_objective, objective_for_model
+from aevb.inference.training import train_epoch
+from aevb.inference.training.engines import ENGINES, build_engine
+from aevb.models.base import Batch
+from aevb.models.spec import compile_spec
+from aevb.models.vae import VAE
 
 
 def tiny_vae() -> VAE:
@@ -89,7 +88,7 @@ def test_plain_torch_optimizer_state_from_older_checkpoints_loads_into_fast():
 
 
 def test_unknown_engine_is_refused_with_the_valid_names():
-    from inference.config import load_config
+    from aevb.config import load_config
 
     with pytest.raises(ConfigError) as info:
         load_config(None, ["train.engine=turbo"])

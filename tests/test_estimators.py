@@ -4,10 +4,9 @@ import math
 
 import pytest
 import torch
+from aevb.inference.objectives.importance import ImportanceWeightedELBO
+from aevb.models import Batch, LinearGaussianVAE
 from pyro.infer import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
-
-from inference.importance import ImportanceWeightedELBO
-from models import Batch, LinearGaussianVAE
 
 
 @pytest.fixture
@@ -120,7 +119,7 @@ def test_analytic_kl_equals_sampled_kl_in_expectation(lg):
 def test_renyi_bound_is_iwae_at_alpha_0_elbo_at_1_and_falls_with_alpha(lg):
     """Li & Turner (2016): on the same samples, L_0 = IWAE_k, L_1 = the mean log-weight, and
     L_alpha falls as alpha rises; all lie below the exact log p(x)."""
-    from inference.importance import RenyiBound
+    from aevb.inference.objectives.importance import RenyiBound
 
     x = lg.sample_data(12)
     batch = Batch(x, index=torch.arange(12), num_data=120)
@@ -147,7 +146,7 @@ def test_mmd_estimate_matches_the_closed_form_for_two_gaussians():
     """For x ~ N(mu, I), y ~ N(0, I) in D dims and k(a, b) = exp(-|a-b|^2 / 2h):
     E k = (h / (h + 2))^(D/2) exp(-|delta|^2 / (2 (h + 2))), so
     MMD^2 = 2 (h / (h + 2))^(D/2) (1 - exp(-|mu|^2 / (2 (h + 2))))."""
-    from inference.mmd import mmd2_unbiased
+    from aevb.inference.objectives.mmd import mmd2_unbiased
 
     torch.manual_seed(0)
     d, h = 3, 3.0
@@ -162,10 +161,9 @@ def test_mmd_estimate_matches_the_closed_form_for_two_gaussians():
 
 
 def test_mmd_objective_is_reconstruction_plus_scaled_mmd():
+    from aevb.inference.objectives.mmd import MMDObjective, mmd2_unbiased
+    from aevb.models.vae import VAE
     from pyro import poutine
-
-    from inference.mmd import MMDObjective, mmd2_unbiased
-    from models.vae import VAE
 
     torch.manual_seed(0)
     model = VAE((1, 4, 4), z_dim=2, hidden_sizes=(8,))

@@ -2,10 +2,9 @@
 
 import pytest
 import torch
-
-from inference.data import Split
-from inference.evaluation import active_units, importance_sampled, mean_elbo
-from models import LinearGaussianVAE
+from aevb.inference import Split
+from aevb.inference.evaluation.likelihood import active_units, importance_sampled, mean_elbo
+from aevb.models import LinearGaussianVAE
 
 
 @pytest.fixture

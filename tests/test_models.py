@@ -1,9 +1,8 @@
 import pyro
 import pytest
 import torch
+from aevb.models import MODELS, VAE, Batch
 from pyro import poutine
-
-from models import MODELS, VAE, Batch
 
 
 @pytest.mark.parametrize("network", ["mlp", "conv"])
@@ -52,7 +51,7 @@ def test_two_instances_do_not_share_parameters_through_the_param_store():
 
 
 def test_logit_bernoulli_log_prob_equals_torch_bernoulli_and_survives_expand():
-    from models.families import LogitBernoulli
+    from aevb.models.families import LogitBernoulli
 
     logits = torch.randn(3, 4, 5) * 4
     for x in (torch.bernoulli(torch.rand(4, 5)), torch.rand(4, 5)):  # binary and grayscale
@@ -73,9 +72,8 @@ def test_logit_bernoulli_log_prob_equals_torch_bernoulli_and_survives_expand():
 def test_lean_normals_and_their_kl_equal_torch_in_value_and_gradient():
     """The training step's Gaussians (LeanNormal, StandardNormal, the closed-form KL to N(0, I))
     give torch's values and gradients; expand to the same shape is the identity."""
+    from aevb.models.families import VALUE_TYPES, LeanIndependent, LeanNormal, StandardNormal, to_event
     from torch.distributions import Normal, kl_divergence
-
-    from models.families import VALUE_TYPES, LeanIndependent, LeanNormal, StandardNormal, to_event
 
     torch.manual_seed(0)
     loc0, scale0 = torch.randn(6, 5), torch.rand(6, 5) + 0.1
@@ -105,7 +103,7 @@ def test_lean_normals_and_their_kl_equal_torch_in_value_and_gradient():
 def test_bernoulli_pixels_evaluation_log_prob_equals_the_pixelwise_sum():
     """The evaluation's form (sums before the subtraction), for one image shared by k samples
     and for a broadcast image, equals the sum of the pixels' Bernoulli log-densities."""
-    from models.families import BernoulliPixels, build_family
+    from aevb.models.families import BernoulliPixels, build_family
 
     torch.manual_seed(0)
     logits = torch.randn(7, 3, 1, 4, 4) * 3
@@ -120,7 +118,7 @@ def test_bernoulli_pixels_evaluation_log_prob_equals_the_pixelwise_sum():
 
 
 def test_tanh_activation_outside_autograd_equals_torch_tanh():
-    from models.networks import ACTIVATIONS
+    from aevb.models.networks import ACTIVATIONS
 
     act = ACTIVATIONS.get("tanh")()
     x = torch.linspace(-20, 20, 4001)
@@ -134,7 +132,7 @@ def test_tanh_activation_outside_autograd_equals_torch_tanh():
 def test_concat_linear_equals_a_linear_layer_on_the_broadcast_concatenation():
     """M2's q(z|x,y) under enumeration: x (M, 784-like) and one-hot y (C, 1, C) give the same
     values and gradients as concatenating the broadcast inputs first."""
-    from models.networks import ConcatLinear, MLPNet, flatten_inputs
+    from aevb.models.networks import ConcatLinear, MLPNet, flatten_inputs
 
     torch.manual_seed(0)
     layer = ConcatLinear([6, 3], 5)
@@ -155,5 +153,5 @@ def test_concat_linear_equals_a_linear_layer_on_the_broadcast_concatenation():
     net = MLPNet([(2, 3), (4,)], (7,), [5], "relu")
     assert set(net.state_dict()) == {"net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"}
     with pytest.raises(ValueError, match="do not add up"):
-        from models.networks import mlp
+        from aevb.models.networks import mlp
         mlp([10, 5], "relu", [4, 4])

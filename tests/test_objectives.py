@@ -1,10 +1,9 @@
 import pyro
 import pytest
 import torch
+from aevb.inference.objectives import OBJECTIVES, build_objective
+from aevb.models import VAE, Batch, LinearGaussianVAE, UnknownNameError
 from pyro.infer import TraceGraph_ELBO
-
-from inference.objectives import OBJECTIVES, build_objective
-from models import VAE, Batch, LinearGaussianVAE, UnknownNameError
 
 
 def test_unknown_objective_lists_valid_names():
@@ -100,7 +99,7 @@ def test_score_objective_matches_tracegraph_loss_and_grads():
 
 def test_renyi_refuses_a_non_reparameterized_guide_and_iwae_takes_it_with_vimco():
     model = LinearGaussianVAE()
-    from inference.objectives import ScoreFunction
+    from aevb.inference.objectives import ScoreFunction
 
     batch = Batch(model.sample_data(3))
     with pytest.raises(ValueError, match="renyi needs reparameterized latents"):

@@ -5,17 +5,17 @@ import json
 
 import pytest
 import torch
+from aevb.inference.errors import ConfigError
+from aevb.inference.objectives import IncompatibleObjective, build_objective, objective_for_model
+from aevb.models.base import Batch
+from aevb.models.families import build_family
+from aevb.models.posteriors import POSTERIORS
+from aevb.models.vae import VAE
 from pyro.distributions import Normal
 from torch.distributions import MultivariateNormal, kl_divergence
 
-from inference.config import load_config
-from inference.errors import ConfigError
-from inference.objectives import IncompatibleObjective, build_objective, objective_for_model
-from inference.training import train
-from models.base import Batch
-from models.families import build_family
-from models.posteriors import POSTERIORS
-from models.vae import VAE
+from aevb.config import load_config
+from aevb.runs import train
 
 D = 3
 
@@ -120,7 +120,7 @@ def test_posterior_config_keys_are_checked():
     with pytest.raises(ConfigError, match="'model.posterior'.*'gauss' is not one of diag, lowrank"):
         load_config(None, ["model.posterior=gauss"])
     cfg = load_config(None, ["model.posterior_size=2"])
-    from inference.builder import build_model
+    from aevb.builder import build_model
 
     with pytest.raises(ConfigError, match="posterior_size applies to"):
         build_model(cfg.model, (1, 28, 28))
@@ -140,7 +140,7 @@ def test_a_flow_posterior_trains_and_evaluates_through_the_trainer(fashion_dir, 
 
 
 def test_a_spec_latent_takes_a_flow_posterior_and_trains_its_networks():
-    from models.spec import compile_spec
+    from aevb.models.spec import compile_spec
 
     spec = {
         "name": "iafspec",

@@ -6,20 +6,19 @@ from pathlib import Path
 import pyro
 import pytest
 import torch
-from pyro import poutine
-from pyro.infer import Trace_ELBO, TraceEnum_ELBO
-from torch import nn
-
-from models import VAE, Batch
-from models.networks import register_network
-from models.spec import ModelSpec, SpecError, compile_spec, load_spec, topological_order
-from models.spec.graph import CycleError
-from models.spec.schema import (
+from aevb.models import VAE, Batch
+from aevb.models.networks import register_network
+from aevb.models.spec import ModelSpec, SpecError, compile_spec, load_spec, topological_order
+from aevb.models.spec.graph import CycleError
+from aevb.models.spec.schema import (
     LatentSpec,
     NetworkSpec,
     ObservedSpec,
     PosteriorSpec,
 )
+from pyro import poutine
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
+from torch import nn
 
 SPECS = Path(__file__).resolve().parents[1] / "configs" / "specs"
 
@@ -165,7 +164,7 @@ def test_m2_labelled_objective_adds_the_classification_term():
 
 
 def test_plain_pyro_gmvae_and_its_spec_with_identical_weights_give_identical_elbos():
-    from models.loading import resolve_model
+    from aevb.models.loading import resolve_model
 
     cls = resolve_model(str(SPECS.parents[1] / "examples" / "gmvae.py") + ":GMVAE")
     hand = cls(z_dim=10, num_components=10, hidden=400)
@@ -304,7 +303,7 @@ def test_missing_spec_file_is_named():
 
 
 def test_class_elbos_are_the_labelled_elbo_without_the_classification_term():
-    from inference.semisupervised import class_elbos
+    from aevb.inference.semisupervised import class_elbos
 
     model = m2_tiny()
     x = torch.bernoulli(torch.rand(4, 1, 2, 2))

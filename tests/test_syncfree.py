@@ -3,13 +3,12 @@
 import pyro
 import pytest
 import torch
+from aevb.inference.objectives.annealing import KLWeight
+from aevb.inference.objectives.syncfree import SyncFreeTrace_ELBO, SyncFreeTraceMeanField_ELBO
+from aevb.models.base import Batch
+from aevb.models.deep import SigmoidBeliefNet
+from aevb.models.vae import VAE
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
-
-from inference.annealing import KLWeight
-from inference.syncfree import SyncFreeTrace_ELBO, SyncFreeTraceMeanField_ELBO
-from models.base import Batch
-from models.deep import SigmoidBeliefNet
-from models.vae import VAE
 
 
 def value_and_grads(elbo, model, batch, seed=7, wrap=lambda f: f):

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from aevb.inference.errors import CheckpointError, ConfigError, DataError, RunDirError
+from aevb.inference.training.checkpoint import list_checkpoints, load_checkpoint
 from PIL import Image
 
-from inference.checkpoint import list_checkpoints, load_checkpoint
-from inference.config import load_config
-from inference.errors import CheckpointError, ConfigError, DataError, RunDirError
-from inference.training import train
+from aevb.config import load_config
+from aevb.runs import train
 
 pytestmark = pytest.mark.data
 
@@ -25,9 +25,10 @@ def small_config(fashion_dir, *extra):
 
 
 def untrained_valid_elbo(cfg) -> float:
-    from inference.data import load_data
-    from inference.evaluation import mean_elbo
-    from inference.training import build_model
+    from aevb.inference.evaluation.likelihood import mean_elbo
+
+    from aevb.builder import build_model
+    from aevb.data import load_data
 
     torch.manual_seed(cfg.seed)
     return mean_elbo(build_model(cfg.model, (1, 28, 28)), load_data(cfg.data).valid)
@@ -97,14 +98,15 @@ def test_existing_run_folder_is_not_overwritten(fashion_dir, tmp_path):
 
 
 def test_data_outside_unit_interval_for_bernoulli_is_refused(tmp_path, monkeypatch):
-    import inference.training as training
-    from inference.data import DataBundle, Split
+    from aevb.inference import DataBundle, Split
 
-    def fake_load(cfg, device):
+    import aevb.runs as runs
+
+    def fake_load(cfg, device, source=None):
         s = Split(torch.full((4, 1, 28, 28), 255.0), torch.zeros(4, dtype=torch.long))
         return DataBundle(s, s, s, "fake", {})
 
-    monkeypatch.setattr(training, "load_data", fake_load)
+    monkeypatch.setattr(runs, "load_data", fake_load)
     with pytest.raises(DataError, match=r"\[0, 1\]"):
         train(load_config(None, ["train.progress=false"]), tmp_path / "run")
     assert not (tmp_path / "run").exists()

@@ -7,12 +7,12 @@ import math
 import pyro
 import pytest
 import torch
+from aevb.inference.objectives import build_objective
+from aevb.models import VQVAE, Batch
+from aevb.models.vqvae import GRID, CodePrior, perplexity
 
-from inference.config import load_config
-from inference.objectives import build_objective
-from inference.training import train
-from models import VQVAE, Batch
-from models.vqvae import GRID, CodePrior, perplexity
+from aevb.config import load_config
+from aevb.runs import train
 
 
 def images(n=6, seed=0):
@@ -134,10 +134,10 @@ def test_a_short_run_uses_many_codes_and_learns_a_prior_that_generates(fashion_d
 
 
 def test_the_trainers_dry_run_leaves_the_codebook_alone():
-    from inference.training import prepare_objective
+    from aevb.runs import objective_from_config
 
     model = VQVAE(num_codes=8, code_dim=4)
     before = {n: b.clone() for n, b in model.named_buffers()}
-    prepare_objective(load_config(None, ["model=vqvae"]), model, Batch(images(2)))
+    objective_from_config(load_config(None, ["model=vqvae"]), model, Batch(images(2)))
     assert all(torch.equal(b, before[n]) for n, b in model.named_buffers())
     assert not bool(model.initialized)  # the first training batch initialises the codebook

@@ -8,18 +8,19 @@ import math
 import pyro
 import pytest
 import torch
+from aevb.inference import Split
+from aevb.inference.errors import ConfigError
+from aevb.inference.evaluation.likelihood import importance_sampled
+from aevb.inference.objectives import build_objective, objective_for_model
+from aevb.inference.objectives.importance import ImportanceWeightedELBO
+from aevb.inference.objectives.wakesleep import ReweightedWakeSleep, dream
+from aevb.models import DLGM, Batch, LinearGaussianVAE, SigmoidBeliefNet
+from aevb.models.vae import VAE
 from pyro.infer import ReweightedWakeSleep as PyroRWS
 
-from inference.config import load_config
-from inference.data import Split
-from inference.errors import ConfigError
-from inference.evaluation import importance_sampled
-from inference.importance import ImportanceWeightedELBO
-from inference.objectives import build_objective, objective_for_model
-from inference.training import build_model, prepare_objective
-from inference.wakesleep import ReweightedWakeSleep, dream
-from models import DLGM, Batch, LinearGaussianVAE, SigmoidBeliefNet
-from models.vae import VAE
+from aevb.builder import build_model
+from aevb.config import load_config
+from aevb.runs import objective_from_config
 
 
 def grads(model):
@@ -229,11 +230,11 @@ def test_dlgm_has_l_configurable_layers_and_meanfield_refuses_its_bottom_up_guid
     trace = pyro.poutine.trace(model.guide).get_trace(batch)
     assert [trace.nodes[f"z{i}"]["value"].shape[-1] for i in (1, 2, 3)] == [8, 4, 2]
     for name in ("elbo", "iwae", "rws"):
-        objective = prepare_objective(_cfg("model=dlgm", f"elbo={name}", "num_particles=2"),
+        objective = objective_from_config(_cfg("model=dlgm", f"elbo={name}", "num_particles=2"),
                                       model, batch)
         assert torch.isfinite(objective.differentiable_loss(model.model, model.guide, batch))
     with pytest.raises(ConfigError, match=r"the model samples z3, z2, z1, the guide z1, z2, z3"):
-        prepare_objective(_cfg("model=dlgm", "elbo=meanfield"), model, batch)
+        objective_from_config(_cfg("model=dlgm", "elbo=meanfield"), model, batch)
     with pytest.raises(ConfigError, match=r"model.z_dim' is set, but model 'dlgm' takes no"):
         build_model(_cfg("model=dlgm", "model.z_dim=3").model, (1, 28, 28))
 
@@ -244,11 +245,11 @@ def test_sbn_objectives_and_refusals():
     for name in ("wake-sleep", "rws", "iwae", "elbo", "score"):
         objective_for_model(name, 2, model, batch)
     with pytest.raises(ConfigError, match=r"rws_insomnia must be in \[0, 1\]"):
-        prepare_objective(_cfg("model=sbn", "elbo=rws", "rws_insomnia=2"), model, batch)
+        objective_from_config(_cfg("model=sbn", "elbo=rws", "rws_insomnia=2"), model, batch)
     with pytest.raises(ConfigError, match=r"'rws_insomnia' is set, but elbo=iwae"):
         _cfg("elbo=iwae", "rws_insomnia=0.5")
     with pytest.raises(ConfigError, match="elbo=renyi needs reparameterized latents"):
-        prepare_objective(_cfg("model=sbn", "elbo=renyi", "num_particles=2"), model, batch)
+        objective_from_config(_cfg("model=sbn", "elbo=renyi", "num_particles=2"), model, batch)
 
 
 @pytest.mark.data
@@ -261,14 +262,15 @@ def test_sbn_objectives_and_refusals():
 def test_sbn_and_dlgm_train_and_evaluate_through_the_trainer(fashion_dir, tmp_path, overrides):
     import json
 
-    from inference.evaluation import mean_elbo
-    from inference.training import train
+    from aevb.inference.evaluation.likelihood import mean_elbo
+
+    from aevb.runs import train
 
     cfg = load_config(None, [f"data.data_dir={fashion_dir}", "data.train_size=2000",
                              "data.test_size=200", "eval.num_samples=50", "train.epochs=2",
                              "train.progress=false", "train.tensorboard=false", *overrides])
     torch.manual_seed(cfg.seed)
-    from inference.data import load_data
+    from aevb.data import load_data
     before = mean_elbo(build_model(cfg.model, (1, 28, 28)), load_data(cfg.data).valid)
     run = train(cfg, tmp_path / "run")
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

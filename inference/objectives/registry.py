@@ -43,21 +43,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
+from aevb.inference.objectives.annealing import WEIGHTABLE, KLWeight
+from aevb.inference.objectives.importance import ImportanceWeightedELBO, RenyiBound
+from aevb.inference.objectives.mmd import MMDObjective
+from aevb.inference.objectives.syncfree import SyncFreeTrace_ELBO, SyncFreeTraceMeanField_ELBO
+from aevb.inference.objectives.wakesleep import ReweightedWakeSleep
+from aevb.models.base import Batch, labels_of
+from aevb.models.registry import Registry
 from pyro import poutine
 from pyro.distributions import TorchDistribution
 from pyro.infer import ELBO, TraceEnum_ELBO, TraceGraph_ELBO
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 from torch.distributions import kl_divergence
-
-from models.base import Batch, labels_of
-from models.registry import Registry
-
-from .annealing import WEIGHTABLE, KLWeight
-from .importance import ImportanceWeightedELBO, RenyiBound
-from .mmd import MMDObjective
-from .syncfree import SyncFreeTrace_ELBO, SyncFreeTraceMeanField_ELBO
-from .wakesleep import ReweightedWakeSleep
 
 
 class NonReparameterized(TorchDistribution):

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import save_image  # noqa: E402
 
-from models.base import call_with_labels  # noqa: E402
+from aevb.models.base import call_with_labels  # noqa: E402
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
@@ -27,9 +27,9 @@ def samples(model, path: Path, n: int = 64) -> None:
 
 
 @torch.no_grad()
-def reconstructions(model, x: torch.Tensor, y: torch.Tensor, path: Path) -> None:
+def reconstructions(model, x: torch.Tensor, y: torch.Tensor | None, path: Path) -> None:
     """Rows alternate inputs and their reconstructions (means of p(x|z) at the posterior mean)."""
-    x, y = x[:32], y[:32]
+    x, y = x[:32], (y[:32] if y is not None else None)
     recon = call_with_labels(model, "reconstruct", x, y)
     rows = []
     for i in range(0, len(x), 8):
@@ -38,8 +38,9 @@ def reconstructions(model, x: torch.Tensor, y: torch.Tensor, path: Path) -> None
 
 
 @torch.no_grad()
-def latent(model, x: torch.Tensor, y: torch.Tensor, path: Path) -> None:
-    """Posterior means coloured by label; projected on two principal components if z_dim > 2."""
+def latent(model, x: torch.Tensor, y: torch.Tensor | None, path: Path) -> None:
+    """Posterior means coloured by label (where there are labels); projected on two principal
+    components if z_dim > 2."""
     z = call_with_labels(model, "encode", x, y).float().reshape(len(x), -1).cpu()
     title = "posterior means"
     if z.shape[1] > 2:
@@ -50,8 +51,11 @@ def latent(model, x: torch.Tensor, y: torch.Tensor, path: Path) -> None:
     elif z.shape[1] == 1:
         z = torch.cat([z, torch.zeros_like(z)], 1)
     fig, ax = plt.subplots(figsize=(6, 5))
-    sc = ax.scatter(z[:, 0], z[:, 1], c=y.cpu(), cmap="tab10", s=4, alpha=0.7)
-    fig.colorbar(sc, ax=ax, label="label")
+    if y is not None:
+        sc = ax.scatter(z[:, 0], z[:, 1], c=y.cpu(), cmap="tab10", s=4, alpha=0.7)
+        fig.colorbar(sc, ax=ax, label="label")
+    else:
+        ax.scatter(z[:, 0], z[:, 1], s=4, alpha=0.7)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -122,23 +126,27 @@ def _finish(fig, ax, path: Path, xlabel: str, ylabel: str) -> None:
     plt.close(fig)
 
 
-def write_all(model, data, rows: list[dict], run_dir: Path, n: int = 64) -> list[str]:
-    """Every picture the model supports; returns the file names written."""
+def write_all(model, split, rows: list[dict], run_dir: Path, n: int = 64) -> list[str]:
+    """Every picture the model supports, from the images of ``split`` (the test split, or the
+    validation split of data without one); returns the file names written."""
     run_dir = Path(run_dir)
     written = []
     model.eval()
-    test = data.test
-    x, y = test.x[: min(len(test), 2000)], test.y[: min(len(test), 2000)]
-    if hasattr(model, "generate"):
+    x = split.x[:2000]
+    y = split.y[:2000] if split.y is not None else None
+    if getattr(model, "labels", "unused") == "required" and y is None:
+        y = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    images = x.dim() == 4 and x.shape[1] in (1, 3)  # grids only of grayscale or RGB images
+    if images and hasattr(model, "generate"):
         samples(model, run_dir / "samples.png", n)
         written.append("samples.png")
-    if hasattr(model, "reconstruct"):
+    if images and hasattr(model, "reconstruct"):
         reconstructions(model, x, y, run_dir / "reconstructions.png")
         written.append("reconstructions.png")
     if hasattr(model, "encode"):
         latent(model, x, y, run_dir / "latent.png")
         written.append("latent.png")
-    if getattr(model, "z_dim", None) == 2 and hasattr(model, "decode"):
+    if images and getattr(model, "z_dim", None) == 2 and hasattr(model, "decode"):
         manifold(model, run_dir / "manifold.png")
         written.append("manifold.png")
     if rows:

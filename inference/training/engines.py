@@ -30,15 +30,13 @@ from typing import Any
 import pyro
 import pyro.optim
 import torch
+from aevb.inference.errors import ConfigError
+from aevb.inference.objectives import Objective
+from aevb.inference.training.distributed import SINGLE, DistContext
+from aevb.inference.training.optim import OPTIMIZERS, build_optimizer
+from aevb.models.base import Batch, LatentVariableModel
+from aevb.models.registry import Registry
 from pyro.infer import SVI
-
-from models.base import Batch, LatentVariableModel
-from models.registry import Registry
-
-from .distributed import SINGLE, DistContext
-from .errors import ConfigError
-from .objectives import Objective
-from .optim import OPTIMIZERS, build_optimizer
 
 
 class Engine:

@@ -2,9 +2,10 @@
 
 Examples::
 
-    aevb train --config configs/vae_fashion.yaml elbo=iwae num_particles=5
-    aevb train --spec configs/specs/dlgm2.yaml elbo=iwae num_particles=5
+    aevb train --config vae_fashion elbo=iwae num_particles=5
+    aevb train --spec dlgm2 elbo=iwae num_particles=5
     aevb train model=path/to/my_model.py:MyModel train.epochs=3
+    aevb train --config vae_fashion --data path/to/images/ data.image_size=[32,32]
     aevb train --resume runs/vae_fashion-20261122-101500 train.epochs=20
     aevb evaluate runs/vae_fashion-20261122-101500 --num-samples 5000
     aevb sample runs/vae_fashion-20261122-101500 -n 64
@@ -24,7 +25,7 @@ from pathlib import Path
 import pyro  # noqa: F401  (imported first so its logging setup can be quietened below)
 import torch
 
-from .errors import AevbError
+from aevb.inference.errors import AevbError
 
 
 def _launch(nproc: int, argv: list[str]) -> int:
@@ -43,20 +44,50 @@ def _launch(nproc: int, argv: list[str]) -> int:
         elif not a.startswith("--nproc="):
             rest.append(a)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={nproc}", "-m", "inference.cli", *rest]
+               f"--nproc-per-node={nproc}", "-m", "aevb.cli", *rest]
     print("launching:", " ".join(command[1:]), file=sys.stderr)
     return subprocess.call(command)
 
 
+def _data_overrides(data: str | None) -> list[str]:
+    """``--data NAME|FILE|FOLDER``: a dataset name, an array file or an image folder."""
+    if not data:
+        return []
+    from .data import DATASETS
+
+    if data in DATASETS and not Path(data).exists():
+        return [f"data.name={data}"]
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise AevbError(f"--data {data}: neither a dataset ({', '.join(DATASETS.names())}) nor an "
+                        f"existing file or folder")
+    return [f"data.name={'images' if path.is_dir() else 'array'}", f"data.path={path.resolve()}"]
+
+
+def _trusted(args, saved: dict) -> bool:
+    """A run's model file is imported with --trust-model-file, or when the command line names
+    the same file itself (``model=FILE.py:Class``)."""
+    from aevb.models.loading import absolute_reference
+
+    if getattr(args, "trust_model_file", False):
+        return True
+    named = [o.split("=", 1)[1] for o in getattr(args, "overrides", [])
+             if o.startswith(("model=", "model.name="))]
+    return bool(named) and absolute_reference(named[-1]) == saved.get("model", {}).get("name")
+
+
 def _train(args) -> int:
-    from . import distributed
-    from .checkpoint import latest_checkpoint, load_checkpoint
-    from .config import load_config
-    from .training import default_run_dir, train
+    from aevb.inference.training import distributed, latest_checkpoint, load_checkpoint
+
+    from .builder import model_class
+    from .config import ModelConfig, load_config
+    from .runs import default_run_dir, train
 
     if args.nproc is not None and not distributed.launched_by_torchrun():
         return _launch(args.nproc, args.argv)
 
+    overrides = _data_overrides(args.data) + args.overrides
+    trust = True
     if args.resume:
         if args.config or args.spec:
             raise AevbError("--resume continues a run with its saved config and model; drop "
@@ -67,9 +98,11 @@ def _train(args) -> int:
         if not run_dir.is_dir():
             raise AevbError(f"cannot resume: {run_dir} is not a run folder")
         saved = load_checkpoint(ckpt or latest_checkpoint(run_dir))["config"]
-        cfg = load_config(None, args.overrides, base=saved)
+        trust = _trusted(args, saved)
+        model_class(ModelConfig(name=saved.get("model", {}).get("name", "vae")), trust)
+        cfg = load_config(None, overrides, base=saved)
     else:
-        cfg = load_config(args.config, args.overrides, spec=args.spec)
+        cfg = load_config(args.config, overrides, spec=args.spec)
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.spec or args.config)
         ckpt = None
     if args.device:
@@ -81,48 +114,59 @@ def _train(args) -> int:
     ctx = distributed.setup(cfg.device)
     run_dir = Path(distributed.broadcast(str(run_dir), ctx))  # rank 0's (time-stamped) name
     if not ctx.is_main:
-        train(cfg, run_dir, resume=bool(args.resume), checkpoint=ckpt, ctx=ctx)
+        train(cfg, run_dir, resume=bool(args.resume), checkpoint=ckpt, ctx=ctx, trust_code=trust)
         return 0
     print(f"run folder: {run_dir}" + (f" ({ctx.world_size} ranks)" if ctx.active else ""),
           file=sys.stderr)
-    train(cfg, run_dir, resume=bool(args.resume), checkpoint=ckpt, ctx=ctx)
+    train(cfg, run_dir, resume=bool(args.resume), checkpoint=ckpt, ctx=ctx, trust_code=trust)
     evaluation = run_dir / "evaluation.json"
     if evaluation.is_file():
         result = json.loads(evaluation.read_text())
-        print(f"test ELBO {result['elbo']:.2f} nats, IS log-likelihood (k={result['num_samples']}) "
-              f"{result['log_likelihood']:.2f} nats, active units {result['active_units']} "
-              f"[{result['data']['dataset']}, {result['num_images']} test images]")
+        print(f"{result['split']} ELBO {result['elbo']:.2f} nats, IS log-likelihood "
+              f"(k={result['num_samples']}) {result['log_likelihood']:.2f} nats, active units "
+              f"{result['active_units']} [{result['data']['dataset']}, {result['num_images']} "
+              f"{result['split']} images]")
     print(run_dir)
     return 0
 
 
+def _load(args, **options):
+    """The run of ``args.run_dir`` (its newest or ``--checkpoint``), its model file imported
+    only with --trust-model-file."""
+    from .runs import load_run
+
+    return load_run(Path(args.run_dir), _path(args.checkpoint), args.device,
+                    trust_code=args.trust_model_file, **options)
+
+
 def _evaluate(args) -> int:
-    from .training import load_run, write_evaluation
+    from .runs import evaluation_split, write_evaluation
 
     overrides = {"test_size": args.test_size} if args.test_size else None
     if args.data_dir:
         overrides = (overrides or {}) | {"data_dir": args.data_dir}
-    cfg, model, data, device = load_run(Path(args.run_dir), _path(args.checkpoint), args.device,
-                                        overrides)
+    run = _load(args, data_overrides=overrides)
+    cfg = run.cfg
     cfg = replace(cfg, eval=replace(cfg.eval, sample_chunk=args.sample_chunk or cfg.eval.sample_chunk,
                                     batch_size=args.batch_size or cfg.eval.batch_size),
                   train=replace(cfg.train, progress=not args.no_progress))
     out = Path(args.out) if args.out else None
-    result = write_evaluation(model, data, cfg, Path(args.run_dir), args.num_samples, device, out)
+    split_name, split = evaluation_split(run.data)
+    result = write_evaluation(run.model, split, cfg, Path(args.run_dir), args.num_samples,
+                              run.device, {"split": split_name, "data": run.data.description,
+                                           "data_source": run.data.source}, out)
     print(json.dumps({k: result[k] for k in ("num_images", "num_samples", "elbo",
                                              "log_likelihood", "active_units")}))
     return 0
 
 
 def _sample(args) -> int:
-    from .plots import save_grid
-    from .training import load_run
+    from .pictures import save_grid
 
-    torch.manual_seed(args.seed)
-    _, model, _, _ = load_run(Path(args.run_dir), _path(args.checkpoint), args.device,
-                              with_data=False)
+    model = _load(args, with_data=False).model
     if not hasattr(model, "generate"):
         raise AevbError("this model has no generate(n); it cannot draw samples")
+    torch.manual_seed(args.seed)
     out = Path(args.out) if args.out else Path(args.run_dir) / f"samples-{args.num}.png"
     with torch.no_grad():
         save_grid(model.generate(args.num), out, nrow=max(1, int(args.num ** 0.5)))
@@ -131,7 +175,7 @@ def _sample(args) -> int:
 
 
 def _experiment(args) -> int:
-    from .experiments import Experiment, ExperimentConfig
+    from aevb.experiments.semisupervised import Experiment, ExperimentConfig
 
     def ints(text: str) -> list[int]:
         try:
@@ -155,10 +199,12 @@ def _experiment(args) -> int:
 
 
 def _diagnose(args) -> int:
-    from .diagnostics import estimator_objective, gradient_statistics, write_report
-    from .training import load_run
+    from aevb.inference.evaluation import estimator_objective, gradient_statistics
 
-    cfg, model, data, _ = load_run(Path(args.run_dir), _path(args.checkpoint), args.device)
+    from .reports import write_gradient_report
+
+    run = _load(args)
+    model, data = run.model, run.data
     batch = next(data.valid.batches(args.batch_size))  # a fixed batch: the first validation images
     torch.manual_seed(args.seed)
     names = [e for e in args.estimators.split(",") if e]
@@ -168,9 +214,10 @@ def _diagnose(args) -> int:
         objective = estimator_objective(name, model, batch)
         rows += gradient_statistics(model, objective, batch, args.repeats, name)
     out = Path(args.out) if args.out else Path(args.run_dir) / "diagnostics"
-    write_report(rows, out, f"{cfg.data.name}: gradients of the per-datapoint objective on the "
-                            f"first {len(batch)} validation images, {args.repeats} draws per "
-                            f"estimator, model of {args.run_dir}")
+    write_gradient_report(rows, out, f"{run.cfg.data.name}: gradients of the per-datapoint "
+                                     f"objective on the first {len(batch)} validation images, "
+                                     f"{args.repeats} draws per estimator, model of "
+                                     f"{args.run_dir}")
     print((out / "gradients.md").read_text(), end="")
     print(out)
     return 0
@@ -187,8 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model (or --resume a run)")
     t.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. elbo=iwae")
-    t.add_argument("--config", help="YAML config (see configs/)")
-    t.add_argument("--spec", help="YAML model spec (see configs/specs/); sets model.name=spec")
+    t.add_argument("--config", help="YAML config: a path, or the name of a shipped one "
+                   "(vae_fashion, vae_fashion_2d, frey_style_gaussian)")
+    t.add_argument("--spec", help="YAML model spec: a path, or the name of a shipped one (vae, "
+                   "dlgm2, m2, cvae, gmvae, ...); sets model.name=spec")
+    t.add_argument("--data", help="a dataset name (mnist, fashion-mnist, frey-face), an array "
+                   "file (.npy/.npz/.pt) or a folder of images")
+    t.add_argument("--trust-model-file", action="store_true",
+                   help="with --resume: import the model file the run names (runs its code)")
     t.add_argument("--run-dir", help="output folder (default runs/<config>-<time>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     t.add_argument("--checkpoint", help="with --resume: the checkpoint file to continue from")
@@ -210,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir")
     e.add_argument("--out", help="output JSON (default RUN_DIR/evaluation.json)")
     e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--trust-model-file", action="store_true",
+                   help="import the model file the run's config names (runs its code)")
     e.set_defaults(func=_evaluate)
 
     s = sub.add_parser("sample", help="a grid of samples from the prior")
@@ -219,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--checkpoint")
     s.add_argument("--device")
+    s.add_argument("--trust-model-file", action="store_true",
+                   help="import the model file the run's config names (runs its code)")
     s.set_defaults(func=_sample)
 
     d = sub.add_parser("diagnose", help="diagnostics of a trained run")
@@ -235,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint")
     g.add_argument("--device")
     g.add_argument("--out", help="output folder (default RUN_DIR/diagnostics)")
+    g.add_argument("--trust-model-file", action="store_true",
+                   help="import the model file the run's config names (runs its code)")
     g.set_defaults(func=_diagnose)
 
     x = sub.add_parser("experiment", help="multi-run experiments with results tables")

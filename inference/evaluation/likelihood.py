@@ -15,12 +15,10 @@ import math
 
 import pyro
 import torch
+from aevb.inference.batching import Split
+from aevb.inference.objectives.importance import ImportanceWeightedELBO
+from aevb.models.base import LatentVariableModel, call_with_labels, for_evaluation
 from tqdm.auto import tqdm
-
-from models.base import LatentVariableModel, call_with_labels, for_evaluation
-
-from .data import Split
-from .importance import ImportanceWeightedELBO
 
 
 @torch.no_grad()

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from .errors import CheckpointError
+from aevb.inference.errors import CheckpointError
 
 FORMAT = "aevb-checkpoint/1"
 CHECKPOINT_DIR = "checkpoints"

@@ -4,7 +4,7 @@ decoder's gradients on a fixed batch (``aevb diagnose gradients``).
 For each estimator the objective's gradient on the same batch is drawn ``repeats`` times
 (fresh noise each time). For every parameter θ_i the draws give the mean m_i and the unbiased
 variance v_i of ∂L/∂θ_i; the table reports, per group of parameters (encoder = the guide's
-networks, decoder = the model's):
+networks, decoder = the model's; :func:`parameter_groups` reads which is which from a trace):
 
 * ``variance``: the mean of v_i over the group's parameters;
 * ``snr``: the median of |m_i| / sqrt(v_i), the signal-to-noise ratio of Rainforth et al.
@@ -22,19 +22,16 @@ objective name of :data:`inference.objectives.OBJECTIVES`.
 
 from __future__ import annotations
 
-import csv
 import math
 import re
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
-
-from models.base import Batch
-
-from .checkpoint import atomic_write_text
-from .errors import ConfigError
-from .objectives import IncompatibleObjective, Objective, objective_for_model
+from aevb.inference.errors import ConfigError
+from aevb.inference.objectives import IncompatibleObjective, Objective, objective_for_model
+from aevb.models.base import Batch
+from pyro import poutine
+from pyro.poutine.subsample_messenger import _Subsample
 
 
 @dataclass
@@ -47,17 +44,28 @@ class GradientStats:
     grad_norm: float
 
 
-def parameter_groups(model) -> dict[str, list[tuple[str, torch.nn.Parameter]]]:
-    """Encoder (the guide's networks, flows included) and decoder (the model's networks).
-
-    A spec model says which networks its posteriors use; otherwise names starting with
-    ``encoder`` or ``posterior`` (the VAE's) are the encoder's."""
-    guide_nets = {c.network for c in getattr(model, "posteriors", {}).values() if c.network}
+def parameter_groups(model, batch: Batch) -> dict[str, list[tuple[str, torch.nn.Parameter]]]:
+    """Encoder (the parameters the guide's latent sample sites depend on: its networks, flows
+    included) and decoder (the rest: the model's), read from a trace of the guide on ``batch``
+    whatever the modules are called."""
+    params = dict(model.named_parameters())
+    with torch.random.fork_rng(devices=[]), poutine.block():
+        trace = poutine.trace(model.guide).get_trace(batch)
+    terms = []
+    for site in trace.nodes.values():
+        if site["type"] == "sample" and not site["is_observed"] and \
+                not isinstance(site["fn"], _Subsample):
+            terms.append(site["fn"].log_prob(site["value"]).sum())
+            if site["value"].is_floating_point():
+                terms.append(site["value"].sum())
+    guide_side: set[str] = set()
+    if terms:
+        grads = torch.autograd.grad(torch.stack(terms).sum(), list(params.values()),
+                                    allow_unused=True)
+        guide_side = {n for n, g in zip(params, grads, strict=True) if g is not None}
     groups: dict[str, list] = {"encoder": [], "decoder": []}
-    for name, p in model.named_parameters():
-        head = name.split(".")[1] if name.startswith("networks.") else name.split(".")[0]
-        guide_side = head in guide_nets or name.startswith(("encoder", "posterior", "flows"))
-        groups["encoder" if guide_side else "decoder"].append((name, p))
+    for name, p in params.items():
+        groups["encoder" if name in guide_side else "decoder"].append((name, p))
     return {g: ps for g, ps in groups.items() if ps}
 
 
@@ -80,7 +88,7 @@ def gradient_statistics(model, objective: Objective, batch: Batch, repeats: int,
     gradient of ``objective`` on ``batch`` (the loss per datapoint)."""
     if repeats < 2:
         raise ConfigError("--repeats must be >= 2 to estimate a variance")
-    groups = parameter_groups(model)
+    groups = parameter_groups(model, batch)
     sums = {g: [torch.zeros_like(p) for _, p in ps] for g, ps in groups.items()}
     squares = {g: [torch.zeros_like(p) for _, p in ps] for g, ps in groups.items()}
     for _ in range(repeats):
@@ -104,20 +112,3 @@ def gradient_statistics(model, objective: Objective, batch: Batch, repeats: int,
         out.append(GradientStats(name, g, mean.numel(), float(var.mean()), float(snr),
                                  float(mean.norm())))
     return out
-
-
-def write_report(rows: list[GradientStats], out: Path, description: str) -> None:
-    """``gradients.md``, ``gradients.csv`` and ``gradients.png`` in ``out``."""
-    from .plots import gradient_bars
-
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "gradients.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
-        writer.writeheader()
-        writer.writerows(asdict(r) for r in rows)
-    lines = [description, "", "| estimator | group | parameters | mean variance | median SNR | "
-             "‖mean gradient‖ |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r.estimator} | {r.group} | {r.parameters} | {r.variance:.3e} | {r.snr:.3f} | "
-              f"{r.grad_norm:.3e} |" for r in rows]
-    atomic_write_text(out / "gradients.md", "\n".join(lines) + "\n")
-    gradient_bars(rows, out / "gradients.png")

@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
-
-from models.registry import Registry
+from aevb.models.registry import Registry
 
 OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
 OPTIMIZERS.register("adam")(torch.optim.Adam)

@@ -15,37 +15,57 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from models.families import FAMILIES
-from models.loading import ModelLoadError, absolute_reference, resolve_model
-from models.networks import ACTIVATIONS, NETWORKS
-from models.posteriors import POSTERIORS
-from models.spec import SpecError, load_spec
-
-from .errors import ConfigError
+from aevb.configs import names as shipped_names
+from aevb.configs import resolve as resolve_shipped
+from aevb.inference.errors import ConfigError
+from aevb.models.families import FAMILIES
+from aevb.models.loading import (
+    ModelLoadError,
+    absolute_reference,
+    is_file_reference,
+    resolve_model,
+)
+from aevb.models.networks import ACTIVATIONS, NETWORKS
+from aevb.models.posteriors import POSTERIORS
+from aevb.models.spec import SpecError, load_spec
 
 BINARIZATIONS = ("dynamic", "static", "none")
 
 
 @dataclass
 class DataConfig:
-    """:param name: ``mnist`` or ``fashion-mnist``.
+    """Where the data comes from and how it is prepared (:mod:`aevb.data`).
+
+    :param name: ``mnist``, ``fashion-mnist``, ``frey-face``, ``array`` (a ``.npy``/``.npz``/
+        ``.pt`` file at ``path``) or ``images`` (a folder of images at ``path``);
+        ``in-memory`` records data handed to :func:`aevb.fit`.
+    :param path: the file or folder of ``array``, ``images`` (and ``frey-face``'s ``.mat``).
     :param data_dir: folder with the IDX files (overrides ``AEVB_DATA_DIR`` and system copies).
     :param binarization: ``dynamic`` (fresh Bernoulli draw each time a training image is used;
-        Burda et al. 2016), ``static`` (drawn once from ``binarization_seed``) or ``none``.
+        Burda et al. 2016), ``static`` (drawn once from ``binarization_seed``) or ``none``;
+        unset: the dataset's default (``dynamic`` for MNIST and Fashion-MNIST, else ``none``).
         Validation and test images are binarized once from ``binarization_seed`` unless ``none``.
-    :param validation_size: images held out from the end of the training set (default 10000).
+    :param validation_size: observations held out from the end of the training data, a count
+        or a fraction below 1; unset: the dataset's default (10000 for MNIST, else 0.1).
+        Ignored when the data has its own validation split.
     :param train_size: use only the first n training images (quick runs); ``None`` = all.
     :param test_size: use only the first n test (and validation) images; ``None`` = all.
+    :param image_size: ``[H, W]`` (or one int) to resize an image folder to; unset: the size
+        of its images.
+    :param channels: 1 (grayscale) or 3 (RGB) for an image folder; unset: from its first image.
     """
 
     name: str = "fashion-mnist"
+    path: str | None = None
     data_dir: str | None = None
-    binarization: str = "dynamic"
+    binarization: str | None = None
     binarization_seed: int = 0
-    validation_size: int = 10000
+    validation_size: Any = None
     train_size: int | None = None
     test_size: int | None = None
     download: bool = True
+    image_size: Any = None
+    channels: int | None = None
 
 
 @dataclass
@@ -58,20 +78,22 @@ class ModelConfig:
         :mod:`models.spec`).
     :param options: further constructor arguments of a user's model.
 
-    The other keys are the arguments of the VAE-like models; each is passed to a model whose
-    constructor takes it, and refused when set for one that does not. ``posterior`` is the
+    The other keys are the arguments of the VAE-like models. Each one that is set is passed to
+    the model's constructor (and refused when the constructor does not take it); one left unset
+    (``null``) is not passed, so the constructor's own default applies. The run's ``run.json``
+    records every argument the model was built with. ``posterior`` is the
     family of q(z|x) (``diag``, ``lowrank``, ``full``, ``mixture``, ``planar``, ``iaf``;
     :mod:`models.posteriors`) and ``posterior_size`` its rank, components or flow steps.
     """
 
     name: str = "vae"
-    z_dim: int = 50
-    network: str = "mlp"
-    hidden_sizes: list[int] = field(default_factory=lambda: [400])
-    activation: str = "tanh"
-    likelihood: str = "bernoulli"
-    min_scale: float = 0.01
-    posterior: str = "diag"
+    z_dim: int | None = None
+    network: str | None = None
+    hidden_sizes: list[int] | None = None
+    activation: str | None = None
+    likelihood: str | None = None
+    min_scale: float | None = None
+    posterior: str | None = None
     posterior_size: int | None = None
     spec: Any = None
     options: dict[str, Any] = field(default_factory=dict)
@@ -110,12 +132,14 @@ class EvalConfig:
         temporaries (samples x images x pixels) small enough to stay in cache, 24% faster on
         the CPU measured than 250 x 20 (``benchmarks/throughput.py``).
     :param batch_size: test images per chunk (bounds memory).
+    :param seed: seeds the importance samples, so the CLI and the API give the same figures.
     """
 
     num_samples: int = 5000
     sample_chunk: int = 100
     batch_size: int = 20
     num_images: int = 64
+    seed: int = 0
 
 
 @dataclass
@@ -173,11 +197,12 @@ def _friendly(exc: OmegaConfBaseException, source: str) -> ConfigError:
 
 
 def _spec_source(path: str | Path) -> dict:
-    """``--spec FILE``: the model section that selects the spec model and holds the spec."""
-    from models.spec.schema import to_dict
+    """``--spec FILE`` (or the name of a shipped spec): the model section that selects the spec
+    model and holds the spec."""
+    from aevb.models.spec.schema import to_dict
 
     try:
-        spec = load_spec(path)
+        spec = load_spec(resolve_shipped(path, "spec"))
     except SpecError as exc:
         raise ConfigError(str(exc)) from None
     return {"model": {"name": "spec", "spec": to_dict(spec)}}
@@ -189,17 +214,20 @@ def _shorthand(item: str) -> str:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                base: dict | None = None, spec: str | Path | None = None) -> Config:
-    """Defaults, merged with ``base`` (a saved run's config), the YAML file at ``path``, the
-    model spec file ``spec`` and then ``overrides`` (``key=value``), in that order."""
+                base: dict | None = None, spec: str | Path | None = None,
+                data_source=None) -> Config:
+    """Defaults, merged with ``base`` (a saved run's config), the YAML file at ``path`` (or a
+    shipped config's name), the model spec file ``spec`` and then ``overrides``
+    (``key=value``), in that order; validated (see :func:`validate` for ``data_source``)."""
     cfg = OmegaConf.structured(Config)
     sources: list[tuple[Any, str]] = []
     if base is not None:
         sources.append((base, "the saved run config"))
     if path is not None:
-        path = Path(path)
+        path = resolve_shipped(path, "config")
         if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
+            raise ConfigError(f"config file {str(path)!r} does not exist; give a path or the "
+                              f"name of a shipped config ({', '.join(shipped_names())})")
         try:
             sources.append((OmegaConf.load(path), str(path)))
         except Exception as exc:  # yaml errors
@@ -222,7 +250,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     assert isinstance(config, Config)
     config.model.name = absolute_reference(config.model.name)
     try:
-        validate(config)
+        validate(config, data_source)
     except ConfigError as exc:
         if spec is not None and str(exc).startswith("spec: "):
             raise ConfigError(f"spec {spec}: {str(exc)[len('spec: '):]}") from None
@@ -230,42 +258,56 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config
 
 
-def _check_name(key: str, value: str, registry) -> None:
-    if value not in registry:
+def _check_name(key: str, value: str | None, registry) -> None:
+    if value is not None and value not in registry:
         raise ConfigError(f"bad value for config key {key!r}: {value!r} is not one of "
                           f"{', '.join(registry.names())}")
 
 
-def validate(cfg: Config) -> None:
-    """Check values against the registries and ranges; raise :class:`ConfigError`."""
-    from .data import DATASETS
-    from .engines import ENGINES
-    from .objectives import OBJECTIVE_OPTIONS, OBJECTIVES
-    from .optim import OPTIMIZERS
+def validate(cfg: Config, data_source=None) -> None:
+    """Check values against the registries and ranges; raise :class:`ConfigError`.
+    ``data_source`` is the :class:`~aevb.data.DataSource` of data handed over as an object
+    (:func:`aevb.fit`); without one, ``data.name`` must be a registered dataset."""
+    from aevb.data import BINARIZATIONS, DATASETS
+    from aevb.inference.objectives import OBJECTIVE_OPTIONS, OBJECTIVES
+    from aevb.inference.training.engines import ENGINES
+    from aevb.inference.training.optim import OPTIMIZERS
 
     _check_name("elbo", cfg.elbo, OBJECTIVES)
     _check_name("optim.name", cfg.optim.name, OPTIMIZERS)
     _check_name("train.engine", cfg.train.engine, ENGINES)
-    _check_name("data.name", cfg.data.name, DATASETS)
-    try:
-        resolve_model(cfg.model.name)
-    except ModelLoadError as exc:
-        raise ConfigError(f"bad value for config key 'model.name': {exc}") from None
+    if data_source is None:
+        _check_name("data.name", cfg.data.name, DATASETS)
+        data_source = DATASETS.get(cfg.data.name)
+    if is_file_reference(cfg.model.name):  # imported when the model is built (with consent)
+        path = cfg.model.name.rsplit(".py:", 1)[0] + ".py" if ".py:" in cfg.model.name \
+            else cfg.model.name
+        if not Path(path).is_file():
+            raise ConfigError(f"bad value for config key 'model.name': model file {path!r} "
+                              f"does not exist")
+    elif not cfg.model.name.startswith(OBJECT_PREFIX):
+        try:
+            resolve_model(cfg.model.name)
+        except ModelLoadError as exc:
+            raise ConfigError(f"bad value for config key 'model.name': {exc}") from None
     if cfg.model.spec is not None:
-        from models.spec import compile_spec
+        from aevb.models.spec import compile_spec
 
-        try:  # the whole compilation, so every spec error comes before any data is read
-            with torch.random.fork_rng(devices=[]):  # leave the random stream untouched
-                compile_spec(load_spec(cfg.model.spec), DATASETS.get(cfg.data.name).x_shape)
+        try:
+            spec = load_spec(cfg.model.spec)
+            x_shape = data_source.x_shape(cfg.data)
+            if x_shape is not None:  # the whole compilation: spec errors before data is read
+                with torch.random.fork_rng(devices=[]):  # leave the random stream untouched
+                    compile_spec(spec, x_shape)
         except SpecError as exc:
             raise ConfigError(str(exc)) from None
     _check_name("model.network", cfg.model.network, NETWORKS)
     _check_name("model.activation", cfg.model.activation, ACTIVATIONS)
     _check_name("model.likelihood", cfg.model.likelihood, FAMILIES)
-    if cfg.model.posterior not in POSTERIORS:
+    if cfg.model.posterior is not None and cfg.model.posterior not in POSTERIORS:
         raise ConfigError(f"bad value for config key 'model.posterior': {cfg.model.posterior!r} "
                           f"is not one of {', '.join(POSTERIORS)}")
-    if cfg.data.binarization not in BINARIZATIONS:
+    if cfg.data.binarization is not None and cfg.data.binarization not in BINARIZATIONS:
         raise ConfigError(f"bad value for config key 'data.binarization': "
                           f"{cfg.data.binarization!r} is not one of {', '.join(BINARIZATIONS)}")
     if cfg.device != "auto" and cfg.device.split(":")[0] not in ("cpu", "cuda", "mps"):
@@ -276,13 +318,11 @@ def validate(cfg: Config) -> None:
         "eval.num_samples": cfg.eval.num_samples, "eval.sample_chunk": cfg.eval.sample_chunk,
         "eval.batch_size": cfg.eval.batch_size, "optim.lr": cfg.optim.lr,
         "train.keep_checkpoints": cfg.train.keep_checkpoints,
+        "data.train_size": cfg.data.train_size, "data.test_size": cfg.data.test_size,
+        "data.channels": cfg.data.channels,
     }
-    for key, value in (("data.train_size", cfg.data.train_size),
-                       ("data.test_size", cfg.data.test_size)):
-        if value is not None:
-            positive[key] = value
     for key, value in positive.items():
-        if value <= 0:
+        if value is not None and value <= 0:
             raise ConfigError(f"bad value for config key {key!r}: must be > 0, got {value}")
     for key, owner in OBJECTIVE_OPTIONS.items():
         value = getattr(cfg, key)
@@ -295,18 +335,31 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"bad value for config key 'kl.beta' / 'kl.warmup_epochs': need "
                           f"beta > 0 and warmup_epochs >= 0, got {cfg.kl.beta} and "
                           f"{cfg.kl.warmup_epochs}")
-    if cfg.data.validation_size <= 0:
-        raise ConfigError("bad value for config key 'data.validation_size': must be > 0 "
-                          "(the validation ELBO is reported every epoch)")
+    size = cfg.data.validation_size
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int | float)
+                             or size <= 0 or (size >= 1 and size != int(size))):
+        raise ConfigError(f"bad value for config key 'data.validation_size': {size!r}; give a "
+                          f"count (>= 1) or a fraction in (0, 1) (the validation ELBO is "
+                          f"reported every epoch)")
+    image_size = cfg.data.image_size
+    if image_size is not None:
+        sizes = [image_size] if isinstance(image_size, int) else list(image_size)
+        if not 1 <= len(sizes) <= 2 or not all(isinstance(v, int) and v > 0 for v in sizes):
+            raise ConfigError(f"bad value for config key 'data.image_size': {image_size!r}; "
+                              f"give [H, W] or one size in pixels")
+
+
+#: ``model.name`` of a model object handed to :func:`aevb.fit` (``object:module.Class``)
+OBJECT_PREFIX = "object:"
 
 
 def to_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
-def from_dict(data: dict) -> Config:
+def from_dict(data: dict, data_source=None) -> Config:
     """Rebuild a :class:`Config` saved in a checkpoint or ``config.yaml``."""
-    return load_config(base=data)
+    return load_config(base=data, data_source=data_source)
 
 
 def to_dict(cfg: Config) -> dict:

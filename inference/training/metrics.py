@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-from .checkpoint import atomic_write_text
+from aevb.inference.training.checkpoint import atomic_write_text
 
 
 class MetricsLog:

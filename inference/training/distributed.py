@@ -31,10 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
-
-from models.base import Batch
-
-from .errors import ConfigError
+from aevb.inference.errors import ConfigError
+from aevb.models.base import Batch
 
 
 @dataclass(frozen=True)

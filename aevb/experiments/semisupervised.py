@@ -24,25 +24,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from models.vae import VAE
-
-from .checkpoint import (
-    atomic_write_bytes,
-    atomic_write_text,
-    latest_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    restore,
-    save_checkpoint,
-)
-from .config import DataConfig
-from .data import load_data
-from .engines import build_engine
-from .errors import ConfigError, RunDirError
-from .metrics import MetricsLog
-from .objectives import build_objective
-from .plots import accuracy_vs_labels, save_grid
-from .semisupervised import (
+from aevb.config import DataConfig
+from aevb.data import load_data
+from aevb.inference.errors import ConfigError, RunDirError
+from aevb.inference.objectives import build_objective
+from aevb.inference.semisupervised import (
     METHODS,
     Method,
     SemiData,
@@ -52,13 +38,20 @@ from .semisupervised import (
     m1_features,
     subset,
 )
-from .training import resolve_device, train_epoch
-
-# two-sided 95% quantiles of Student's t, by degrees of freedom
-T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-       2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-       2.052, 2.048, 2.045, 2.042]
-
+from aevb.inference.training import resolve_device, train_epoch
+from aevb.inference.training.checkpoint import (
+    atomic_write_bytes,
+    atomic_write_text,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    restore,
+    save_checkpoint,
+)
+from aevb.inference.training.engines import build_engine
+from aevb.inference.training.metrics import MetricsLog
+from aevb.models.vae import VAE
+from aevb.pictures import accuracy_vs_labels, save_grid
 
 # the settings that choose which runs there are, not how a run trains: a results folder may be
 # restarted with more (or fewer) of them, e.g. --seeds 5 after --seeds 3 adds seeds 3 and 4
@@ -103,7 +96,10 @@ class ExperimentConfig:
 
 
 def t95(n: int) -> float:
-    return T95[n - 2] if 2 <= n <= len(T95) + 1 else 1.96
+    """The two-sided 95% quantile of Student's t with n - 1 degrees of freedom (scipy)."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, n - 1))
 
 
 def _mean_ci(values: list[float]) -> tuple[float, float]:

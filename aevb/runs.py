@@ -1,0 +1,315 @@
+"""A run folder, from a :class:`~aevb.config.Config`: the objects it names, the training loop,
+the evaluation and the pictures.
+
+:func:`train` builds the model (or takes the user's object), the data (a registered dataset,
+a file, a folder or the user's arrays), the objective and the engine, then hands them to
+:func:`aevb.inference.training.run_epochs`, which knows nothing of configs. The folder holds
+``config.yaml`` (what ran, defaults resolved), ``run.json`` (the model's class and every
+constructor argument, the data, the environment), ``metrics.jsonl``/``.csv``, the checkpoints
+(each epoch, atomic), and at the end ``evaluation.json`` and the pictures.
+:func:`load_run` brings a run back. The CLI and :mod:`aevb.api` both go through here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import warnings
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+import pyro
+import torch
+
+from aevb.inference.batching import DataBundle, Split
+from aevb.inference.errors import ConfigError, DataError, RunDirError
+from aevb.inference.evaluation import evaluate
+from aevb.inference.objectives import OBJECTIVE_OPTIONS, KLSchedule, Objective
+from aevb.inference.training import (
+    LoopOptions,
+    build_engine,
+    check_data,
+    check_scaling,
+    distributed,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    prepare_objective,
+    resolve_device,
+    run_epochs,
+)
+from aevb.inference.training.checkpoint import atomic_write_text, checkpoint_epoch, restore
+from aevb.inference.training.distributed import DistContext
+
+from . import pictures
+from .builder import adopt, build
+from .config import OBJECT_PREFIX, Config, from_dict, to_dict, to_yaml
+from .data import DATASETS, DataSource, load_data, resolve_defaults
+
+
+@dataclass
+class Trained:
+    """What :func:`train` and :func:`load_run` give back."""
+
+    cfg: Config
+    model: torch.nn.Module
+    data: DataBundle | None
+    device: torch.device
+    run_dir: Path
+
+
+def object_name(model) -> str:
+    """``model.name`` recorded for a model object: ``object:module.QualName``."""
+    cls = type(model)
+    return f"{OBJECT_PREFIX}{cls.__module__}.{cls.__qualname__}"
+
+
+def _x_likelihood(cfg: Config) -> str | None:
+    """The likelihood of the images: the spec's for a spec model, else ``model.likelihood``."""
+    spec = cfg.model.spec if cfg.model.name == "spec" else None
+    if spec:
+        observed = spec.get("observed", {})
+        for name, var in observed.items():
+            if (var.get("data") or name) == "x":
+                return var.get("likelihood", "bernoulli")
+    if cfg.model.name == "vae":
+        return cfg.model.likelihood or "bernoulli"
+    return cfg.model.likelihood
+
+
+def model_label(cfg: Config) -> str:
+    """``vae``, ``spec:dlgm2``, ``/path/my_model.py:MyModel`` or ``object:module.Class``."""
+    if cfg.model.name == "spec" and cfg.model.spec:
+        return f"spec:{cfg.model.spec.get('name', 'model')}"
+    return cfg.model.name
+
+
+def likelihood_note(cfg: Config) -> str | None:
+    if cfg.data.binarization == "none" and _x_likelihood(cfg) == "bernoulli":
+        return ("grayscale data under a Bernoulli likelihood: figures are negative cross-entropies, "
+                "not log-likelihoods")
+    return None
+
+
+def default_run_dir(name: str | None) -> Path:
+    stem = Path(name).stem if name else "run"
+    return Path("runs") / f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def environment(device: torch.device) -> dict:
+    return {"torch": torch.__version__, "pyro": pyro.__version__, "python": platform.python_version(),
+            "device": str(device), "threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+
+
+def _source(cfg: Config, data_source: DataSource | None) -> DataSource:
+    return data_source if data_source is not None else DATASETS.get(cfg.data.name)
+
+
+def _model(cfg: Config, x_shape, model, trust_code: bool):
+    """``(model, constructor arguments)``: the user's object, or the one ``cfg`` builds."""
+    if model is not None:
+        return adopt(model), None
+    return build(cfg.model, x_shape, trust_code)
+
+
+def train(cfg: Config, run_dir: Path, *, resume: bool = False, checkpoint: Path | None = None,
+          final_evaluation: bool = True, ctx: DistContext | None = None, model=None,
+          data_source: DataSource | None = None, trust_code: bool = True) -> Path:
+    """Train as configured into ``run_dir`` (see :func:`execute`); returns ``run_dir``."""
+    return execute(cfg, run_dir, resume=resume, checkpoint=checkpoint,
+                   final_evaluation=final_evaluation, ctx=ctx, model=model,
+                   data_source=data_source, trust_code=trust_code).run_dir
+
+
+def execute(cfg: Config, run_dir: Path, *, resume: bool = False, checkpoint: Path | None = None,
+            final_evaluation: bool = True, ctx: DistContext | None = None, model=None,
+            data_source: DataSource | None = None, trust_code: bool = True) -> Trained:
+    """Train as configured into ``run_dir``; with ``resume`` continue from its newest checkpoint
+    (or ``checkpoint``) up to ``cfg.train.epochs``.
+
+    ``model`` is a model object to train instead of the one ``cfg.model`` names (on resume its
+    state is loaded into it); ``data_source`` the data handed over as an object.
+
+    Every check that can fail (run folder, checkpoint, data, model/data match, objective,
+    minibatch scaling) runs before anything is written, so a refused run leaves existing files
+    as they were.
+
+    Under torchrun (``ctx.active``; see :mod:`aevb.inference.training.distributed`) every rank
+    trains its shards with DistributedDataParallel; rank 0 alone reads the checkpoint (and sends
+    it to the others), writes the run folder and runs the final evaluation.
+    """
+    ctx = ctx or distributed.current()
+    run_dir = Path(run_dir)
+    distributed.check_batch_size(cfg.train.batch_size, ctx)
+    payload = None
+    if ctx.is_main:
+        if resume:
+            if not run_dir.is_dir():
+                raise RunDirError(f"cannot resume: {run_dir} is not a run folder")
+            payload = load_checkpoint(checkpoint or latest_checkpoint(run_dir), map_location="cpu")
+        elif run_dir.exists() and any(run_dir.iterdir()):
+            raise RunDirError(f"run folder {run_dir} already exists and is not empty; continue it "
+                              f"with `aevb train --resume {run_dir}` or choose another --run-dir")
+    payload = distributed.broadcast(payload, ctx)
+    device = distributed.rank_device(resolve_device(cfg.device), ctx)
+    source = _source(cfg, data_source)
+    cfg = replace(cfg, data=resolve_defaults(cfg.data, source))  # the record says what ran
+    pyro.set_rng_seed(cfg.seed)
+    pyro.clear_param_store()
+    x_shape = source.x_shape(cfg.data)
+    arguments = None
+    if model is None and x_shape is not None:  # a bad model fails before the data is read
+        model, arguments = _model(cfg, x_shape, None, trust_code)
+    data = load_data(cfg.data, device, source)
+    if model is None:
+        model, arguments = _model(cfg, data.train.x_shape, None, trust_code)
+    else:
+        model = adopt(model)
+    model = model.to(device)
+    check_data(model, [data.train, data.valid, data.test])
+    note = likelihood_note(cfg)
+    if note and ctx.is_main:
+        warnings.warn(note, stacklevel=2)
+    schedule = KLSchedule(cfg.kl.beta, cfg.kl.warmup_epochs)
+    objective = objective_from_config(cfg, model, next(data.valid.batches(2)))
+    with torch.random.fork_rng(devices=[]):
+        check_scaling(model, next(data.train.batches(cfg.train.batch_size, scaled=True)))
+    engine = build_engine(cfg.train.engine, model, objective, cfg.optim.name, cfg.optim.lr,
+                          cfg.optim.weight_decay, ctx)
+    start_epoch = 0
+    if payload is not None:
+        try:
+            start_epoch = restore(payload, model, engine)
+        except RuntimeError as exc:  # a state dict of another architecture
+            raise ConfigError(f"the checkpoint does not fit this model: "
+                              f"{str(exc).splitlines()[0]}") from None
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))  # on resume: with its overrides
+        write_record(run_dir, cfg, model, arguments, data, device)
+    options_ = LoopOptions(cfg.train.epochs, cfg.train.batch_size, cfg.train.progress,
+                           cfg.train.keep_checkpoints, cfg.train.tensorboard, cfg.seed)
+    rows = run_epochs(model, objective, engine, data.train, data.valid,
+                      run_dir if ctx.is_main else None, options_, start_epoch=start_epoch,
+                      schedule=schedule, record=to_dict(cfg),
+                      row_info={"objective": cfg.elbo, "num_particles": cfg.num_particles},
+                      ctx=ctx)
+    distributed.shutdown(ctx)
+    if ctx.active and device.type == "cpu":  # the other ranks are gone: rank 0 takes the cores
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+    if final_evaluation and ctx.is_main:
+        split_name, split = evaluation_split(data)
+        write_evaluation(model, split, cfg, run_dir, cfg.eval.num_samples, device,
+                         data_info={"split": split_name, "data": data.description,
+                                    "data_source": data.source})
+        pictures.write_all(model, split, rows, run_dir, cfg.eval.num_images)
+    return Trained(cfg, model, data, device, run_dir)
+
+
+def objective_from_config(cfg: Config, model, batch) -> Objective:
+    """The objective ``cfg`` names (``elbo``, ``num_particles``, its own options, the KL
+    weight of ``cfg.kl``) prepared for ``model`` (:func:`~aevb.inference.training.prepare_objective`)."""
+    options = {k: getattr(cfg, k) for k, owner in OBJECTIVE_OPTIONS.items() if owner == cfg.elbo}
+    return prepare_objective(cfg.elbo, cfg.num_particles, model, batch,
+                             KLSchedule(cfg.kl.beta, cfg.kl.warmup_epochs), **options)
+
+
+def write_record(run_dir: Path, cfg: Config, model, arguments: dict | None, data: DataBundle,
+                 device: torch.device) -> None:
+    """``run.json``: the model's class and constructor arguments, the data, the environment."""
+    cls = type(model)
+    record = {"model": {"name": model_label(cfg), "class": f"{cls.__module__}.{cls.__qualname__}",
+                        "arguments": arguments,
+                        "parameters": sum(p.numel() for p in model.parameters())},
+              "data": data.description | {"source": data.source},
+              "environment": environment(device)}
+    atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2, default=str) + "\n")
+
+
+def evaluation_split(data: DataBundle) -> tuple[str, Split]:
+    """The test split, or the validation split of data that has no test split."""
+    return ("test", data.test) if data.test is not None else ("valid", data.valid)
+
+
+def write_evaluation(model, split: Split, cfg: Config, run_dir: Path, num_samples: int,
+                     device: torch.device, data_info: dict | None = None,
+                     out: Path | None = None, write: bool = True) -> dict:
+    """The figures of :func:`~aevb.inference.evaluation.evaluate` on ``split`` (the importance
+    samples seeded from ``cfg.eval.seed``) with what they were computed on, written to
+    ``out`` (default ``run_dir/evaluation.json``) when ``write``."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.eval.seed)
+        result = evaluate(model, split, num_samples, cfg.eval.sample_chunk, cfg.eval.batch_size,
+                          progress=cfg.train.progress)
+    checkpoints = list_checkpoints(run_dir) if run_dir is not None else []
+    result |= (data_info or {}) | {
+        "epochs_trained": checkpoint_epoch(checkpoints[-1]) if checkpoints else 0,
+        "model": model_label(cfg), "objective": cfg.elbo, "num_particles": cfg.num_particles,
+        "seed": cfg.eval.seed, "note": likelihood_note(cfg), "environment": environment(device)}
+    if write:
+        atomic_write_text(out or run_dir / "evaluation.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def load_run(run_dir: Path, checkpoint: Path | None = None, device: str | None = None,
+             data_overrides: dict | None = None, with_data: bool | None = True, model=None,
+             trust_code: bool = False, data_source: DataSource | None = None) -> Trained:
+    """A saved run from its newest (or given) checkpoint: the config, the model with its
+    trained state, and (``with_data``) its data.
+
+    ``model``: an object to load the state into (required for a run of a model object); a
+    model defined in a user's file is imported only with ``trust_code``. ``data_source``: data
+    handed over as an object (required for a run on in-memory data when ``with_data``;
+    ``with_data=None`` loads the data where the run folder says where it is).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is not a run folder")
+    payload = load_checkpoint(checkpoint or latest_checkpoint(run_dir), map_location="cpu")
+    saved = payload["config"]
+    in_memory = saved.get("data", {}).get("name") == "in-memory"
+    if with_data is None:
+        with_data = data_source is not None or not in_memory
+    if in_memory and data_source is None:
+        from .data import InMemory
+
+        if with_data:
+            raise DataError(f"{run_dir} was trained on in-memory data, which a run folder does "
+                            f"not keep; pass the data (aevb.load(..., data=x) or "
+                            f"run.evaluate(x))")
+        data_source = InMemory(None)  # type: ignore[arg-type]
+    cfg = from_dict(saved, data_source)
+    if device:
+        cfg = replace(cfg, device=device)
+    if data_overrides:
+        cfg = replace(cfg, data=replace(cfg.data, **data_overrides))
+    dev = resolve_device(cfg.device)
+    data = load_data(cfg.data, dev, data_source) if with_data else None
+    if model is None:
+        if cfg.model.name.startswith(OBJECT_PREFIX):
+            raise ConfigError(f"{run_dir} holds a model object of class "
+                              f"{cfg.model.name[len(OBJECT_PREFIX):]}; pass one to load its "
+                              f"state into: aevb.load({str(run_dir)!r}, model=MyModel(...))")
+        x_shape = (data.train.x_shape if data is not None else
+                   _source(cfg, data_source).x_shape(cfg.data) or _saved_x_shape(run_dir))
+        model, _ = build(cfg.model, x_shape, trust_code)
+    else:
+        model = adopt(model)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as exc:
+        raise ConfigError(f"the checkpoint in {run_dir} does not fit this model: "
+                          f"{str(exc).splitlines()[0]}") from None
+    return Trained(cfg, model.to(dev).eval(), data, dev, run_dir)
+
+
+def _saved_x_shape(run_dir: Path) -> tuple[int, ...]:
+    record = Path(run_dir) / "run.json"
+    try:
+        return tuple(json.loads(record.read_text())["data"]["x_shape"])
+    except (OSError, KeyError, ValueError):
+        raise DataError(f"{run_dir}: the observations' shape is unknown without the data "
+                        f"(run.json is missing); pass the data") from None

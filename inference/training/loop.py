@@ -1,0 +1,235 @@
+"""Stochastic variational inference over minibatches (Kingma & Welling 2014, Algorithm 1).
+
+Each step draws a minibatch of M datapoints, evaluates the objective's N/M-scaled estimator
+``differentiable_loss(model, guide, batch)``, back-propagates, and takes a torch optimizer step
+over the model's parameters — the same update as ``pyro.infer.SVI`` with module-local
+parameters (Pyro's ``ELBOModule`` pattern).
+
+This module works on objects: a model, an :class:`~aevb.inference.objectives.Objective`, an
+:class:`~aevb.inference.training.engines.Engine`, :class:`~aevb.inference.batching.Split` s and
+:class:`LoopOptions`. It knows no config file, dataset name or command line; the face
+(:mod:`aevb.runs`) builds these objects and calls :func:`run_epochs`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from aevb.inference.batching import Split
+from aevb.inference.errors import ConfigError, DataError
+from aevb.inference.evaluation.likelihood import mean_elbo
+from aevb.inference.objectives import (
+    IncompatibleObjective,
+    KLSchedule,
+    KLWeight,
+    Objective,
+    objective_for_model,
+)
+from aevb.models.base import Batch
+from pyro import poutine
+from tqdm.auto import tqdm
+
+from . import distributed
+from .checkpoint import save_checkpoint
+from .distributed import SINGLE, DistContext
+from .engines import Engine
+from .metrics import MetricsLog
+
+log = logging.getLogger("aevb")
+
+LOG_INTERVAL = 50  # steps between progress-bar updates (the only host reads of the loss)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} was asked for but CUDA is not available here; "
+                          f"use device=cpu or device=auto")
+    return device
+
+
+def check_data(model, splits) -> None:
+    """``model.check_data`` (where the model has one) on every split's observations."""
+    check = getattr(model, "check_data", None)
+    if check is None:
+        return
+    try:
+        for split in splits:
+            if split is not None:
+                check(split.x)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+
+
+def check_scaling(model, batch: Batch) -> None:
+    """Refuse a model whose observed sites do not carry the N/M scale of the data plate
+    (Kingma & Welling 2014, eq. 8): a plain ``pyro.plate("data", M)`` trains on minibatches
+    as if the batch were the whole dataset, silently."""
+    if batch.num_data is None or batch.num_data == len(batch):
+        return
+    expected = batch.num_data / len(batch)
+    with torch.random.fork_rng(devices=[]), poutine.block(), torch.no_grad():
+        guide = poutine.trace(model.guide).get_trace(batch)
+        trace = poutine.trace(poutine.replay(model.model, trace=guide)).get_trace(batch)
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or not site["is_observed"]:
+            continue
+        scale = float(site["scale"]) if not torch.is_tensor(site["scale"]) else \
+            float(site["scale"].flatten()[0])
+        if abs(scale - expected) > 1e-6 * expected:
+            raise ConfigError(
+                f"observed site {name!r} has scale {scale:g}, but a minibatch of {len(batch)} "
+                f"out of {batch.num_data} datapoints needs N/M = {expected:g}: put the model's "
+                f"and the guide's per-datapoint sites inside `with self.data_plate(batch):` (or "
+                f"pyro.plate('data', batch.num_data, subsample=batch.index)), not "
+                f"pyro.plate('data', {len(batch)})")
+
+
+def prepare_objective(name: str, num_particles: int, model, batch: Batch,
+                      schedule: KLSchedule | None = None, **options) -> Objective:
+    """The objective ``name`` adapted to ``model`` (with the KL weight of ``schedule`` where one
+    is active), or a :class:`ConfigError` saying why it cannot train it — before anything is
+    trained or written.
+
+    The dry run also lets Pyro guess the plate nesting (which draws random numbers) now, so a
+    fresh run and a resumed one consume the random stream identically.
+    """
+    try:
+        objective = objective_for_model(name, num_particles, model, batch, **options)
+        if schedule is not None and schedule.active:
+            objective = objective.with_kl_weight(KLWeight(schedule.weight(1.0)))
+        # no backward; buffers a training pass updates (VQ-VAE's EMA codebook) are put back
+        buffers = {n: b.clone() for n, b in model.named_buffers()}
+        objective.differentiable_loss(model.model, model.guide, batch)
+        with torch.no_grad():
+            for n, b in model.named_buffers():
+                b.copy_(buffers[n])
+    except IncompatibleObjective as exc:
+        raise ConfigError(str(exc)) from None
+    except (ValueError, NotImplementedError) as exc:
+        raise ConfigError(f"elbo={name} cannot train this model: {exc}") from None
+    return objective
+
+
+def kl_clock(schedule: KLSchedule, objective: Objective, epoch: int
+             ) -> Callable[[float], None] | None:
+    """The per-step update of the objective's KL weight in ``epoch`` (None without one)."""
+    handler = objective.kl_weight
+    if handler is None:
+        return None
+
+    def on_step(fraction: float) -> None:
+        handler.weight = schedule.weight(epoch - 1 + fraction)
+    return on_step
+
+
+def train_epoch(model, engine: Engine, split: Split, batch_size: int,
+                progress: bool = True, desc: str = "", ctx: DistContext = SINGLE,
+                shuffle: torch.Generator | None = None,
+                on_step: Callable[[float], None] | None = None) -> dict:
+    """One pass over ``split`` with ``engine``'s steps; returns the per-datapoint objective, time
+    and throughput. The running loss stays on the device; it is read every
+    :data:`LOG_INTERVAL` steps for the progress bar, and once at the end.
+
+    Across ranks (``ctx.active``) each step takes the rank's shard of a global minibatch of
+    ``batch_size`` drawn with the ``shuffle`` generator (identical on every rank; see
+    :func:`~aevb.inference.training.distributed.shard_batches`), and the figures are those of
+    the global batches, averaged over the ranks once at the end of the epoch.
+    """
+    model.train()
+    num_data = len(split)
+    total = torch.zeros((), device=split.x.device)
+    steps = 0
+    start = time.perf_counter()
+    bar = tqdm(total=num_data, disable=not progress, unit="img", desc=desc, leave=False)
+    if ctx.active:
+        assert shuffle is not None, "data-parallel epochs need the ranks' common shuffle generator"
+        batches = distributed.shard_batches(split, batch_size, ctx, shuffle)
+    else:
+        batches = ((b, 1.0) for b in split.batches(batch_size, shuffle=True, scaled=True))
+    num_steps = -(-num_data // batch_size)
+    with engine.epoch():
+        for batch, weight in batches:
+            if on_step is not None:
+                on_step((steps + 1) / num_steps)
+            total += engine.step(batch, weight=weight).to(total.device)
+            steps += 1
+            if progress and steps % LOG_INTERVAL == 0:
+                bar.update(LOG_INTERVAL * batch_size)
+                elapsed = time.perf_counter() - start
+                bar.set_postfix(objective=f"{-float(total) / steps / num_data:.2f}",
+                                img_s=f"{bar.n / elapsed:.0f}")
+    total = distributed.mean_over_ranks(total, ctx)
+    if split.x.device.type == "cuda":
+        torch.cuda.synchronize(split.x.device)
+    bar.update(num_data - bar.n)
+    bar.close()
+    seconds = time.perf_counter() - start
+    value = -float(total) / steps / num_data
+    if value != value:  # NaN
+        raise FloatingPointError("training diverged (the objective is NaN); lower optim.lr or "
+                                 "check the data")
+    return {"train_objective": value, "seconds": seconds, "images_per_s": num_data / seconds}
+
+
+@dataclass
+class LoopOptions:
+    """How :func:`run_epochs` trains.
+
+    :param epochs: train until this epoch (counting the ones a resumed run has done).
+    :param batch_size: M, the global minibatch size.
+    :param seed: the seed data-parallel ranks derive their noise streams from.
+    :param keep_checkpoints: newest checkpoints kept in ``run_dir/checkpoints``.
+    """
+
+    epochs: int
+    batch_size: int = 128
+    progress: bool = True
+    keep_checkpoints: int = 2
+    tensorboard: bool = True
+    seed: int = 0
+
+
+def run_epochs(model, objective: Objective, engine: Engine, train: Split, valid: Split,
+               run_dir: Path | None, options: LoopOptions, *, start_epoch: int = 0,
+               schedule: KLSchedule | None = None, record: dict | None = None,
+               row_info: dict | None = None, ctx: DistContext = SINGLE) -> list[dict]:
+    """Train from ``start_epoch`` + 1 to ``options.epochs``; after each epoch (on the main rank)
+    append the metrics row (``row_info``, the epoch's figures, the validation ELBO) to
+    ``run_dir/metrics.jsonl`` and write a checkpoint holding ``record`` (the run's config).
+    Returns every metrics row of the run. With ``run_dir=None`` nothing is written."""
+    schedule = schedule or KLSchedule()
+    metrics = None
+    if ctx.is_main and run_dir is not None:
+        metrics = MetricsLog(run_dir, options.tensorboard)
+        metrics.truncate(start_epoch)  # rows written after the checkpoint we continue from
+    rows: list[dict] = []
+    for epoch in range(start_epoch + 1, options.epochs + 1):
+        shuffle = None
+        if ctx.active:  # every rank's noise stream and the common permutation, from the epoch
+            distributed.seed_epoch(options.seed, epoch, ctx)
+            shuffle = distributed.shuffle_generator(options.seed, epoch)
+        row = {"epoch": epoch, **(row_info or {}), "ranks": ctx.world_size}
+        row |= train_epoch(model, engine, train, options.batch_size,
+                           options.progress and ctx.is_main,
+                           desc=f"epoch {epoch}/{options.epochs}", ctx=ctx, shuffle=shuffle,
+                           on_step=kl_clock(schedule, objective, epoch))
+        if objective.kl_weight is not None:
+            row["kl_weight"] = objective.kl_weight.weight
+        if not ctx.is_main:  # ranks other than 0 go on to the next epoch's first all-reduce
+            continue
+        row["valid_elbo"] = mean_elbo(model, valid)
+        rows.append(row)
+        if metrics is not None:
+            metrics.append(row)
+            save_checkpoint(run_dir, epoch, model, engine, record or {}, options.keep_checkpoints)
+        log.info("epoch %d: train %s %.2f, valid ELBO %.2f nats, %.1f s", epoch,
+                 objective.name, row["train_objective"], row["valid_elbo"], row["seconds"])
+    return metrics.rows() if metrics is not None else rows
