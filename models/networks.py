@@ -146,18 +146,22 @@ def _is_image(shape: Shape) -> bool:
     return len(shape) == 3
 
 
-def _check_28x28(shape: Shape) -> None:
-    if tuple(shape[-2:]) != (28, 28):
-        raise ValueError(f"network type conv is built for 28x28 images, got shape {tuple(shape)}; "
-                         "use type mlp for other sizes")
+def _quarter(shape: Shape) -> tuple[int, int]:
+    """The feature map after two stride-2 convolutions (k=4, p=1): floor(floor(n/2)/2)."""
+    if min(shape[-2:]) < 4:
+        raise ValueError(f"network type conv needs images of at least 4x4 pixels, got shape "
+                         f"{tuple(shape)}; use type mlp")
+    return (shape[-2] // 2 // 2, shape[-1] // 2 // 2)
 
 
 @register_network("conv")
 class ConvNet(nn.Module):
-    """For 28x28 images. Image inputs pass two stride-2 convolutions (28 -> 14 -> 7, 32 and 64
-    channels); their features are concatenated with the other inputs and pass ``hidden`` layers.
-    An image output comes from a 64x7x7 layer and two stride-2 transposed convolutions
-    (7 -> 14 -> 28); any other output from a linear layer."""
+    """For images of any size and channel count ``(C, H, W)``. Image inputs pass two stride-2
+    convolutions (28 -> 14 -> 7 for MNIST, 32 and 64 channels); their features are concatenated
+    with the other inputs and pass ``hidden`` layers. An image output comes from a 64 x
+    ceil(H/4) x ceil(W/4) layer and two stride-2 transposed convolutions (7 -> 14 -> 28),
+    cropped to H x W where H or W is not a multiple of 4; any other output from a linear
+    layer."""
 
     def __init__(self, in_shapes: Sequence[Shape], out_shape: Shape, hidden: Sequence[int] = (400,),
                  activation: str = "tanh"):
@@ -169,20 +173,21 @@ class ConvNet(nn.Module):
         features = []
         for i, s in enumerate(self.in_shapes):
             if _is_image(s):
-                _check_28x28(s)
+                h, w = _quarter(s)
                 self.trunks[str(i)] = nn.Sequential(
                     nn.Conv2d(s[0], 32, 4, 2, 1), act(), nn.Conv2d(32, 64, 4, 2, 1), act(),
                     nn.Flatten())
-                features.append((64 * 7 * 7,))
+                features.append((64 * h * w,))
             else:
                 features.append(s)
         self.feature_shapes = features
         in_sizes = [math.prod(s) for s in features]
         n_in = sum(in_sizes)
         if _is_image(self.out_shape):
-            _check_28x28(self.out_shape)
-            self.head = nn.Sequential(mlp([n_in, *hidden, 64 * 7 * 7], activation, in_sizes),
-                                      act())
+            _quarter(self.out_shape)
+            self.seed_shape = (64, -(-self.out_shape[-2] // 4), -(-self.out_shape[-1] // 4))
+            self.head = nn.Sequential(mlp([n_in, *hidden, math.prod(self.seed_shape)],
+                                          activation, in_sizes), act())
             self.deconv: nn.Module | None = nn.Sequential(
                 nn.ConvTranspose2d(64, 32, 4, 2, 1), act(),
                 nn.ConvTranspose2d(32, self.out_shape[0], 4, 2, 1))
@@ -201,8 +206,9 @@ class ConvNet(nn.Module):
         if self.deconv is None:
             return h.unflatten(-1, self.out_shape)
         lead = h.shape[:-1]
-        out = self.deconv(h.reshape(-1, 64, 7, 7))
-        return out.reshape(*lead, *self.out_shape)
+        out = self.deconv(h.reshape(-1, *self.seed_shape))
+        height, width = self.out_shape[-2:]
+        return out[..., :height, :width].reshape(*lead, *self.out_shape)
 
 
 def build_network(kind: str, in_shapes: Sequence[Shape], out_shape: Shape,

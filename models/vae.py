@@ -25,7 +25,7 @@ class VAE(LatentVariableModel):
 
     :param tuple x_shape: shape of one observation, ``(C, H, W)``.
     :param int z_dim: latent dimension (default 50).
-    :param str network: ``"mlp"`` (default), ``"conv"`` (28x28 images) or any name registered
+    :param str network: ``"mlp"`` (default), ``"conv"`` (images of any size) or any name registered
         in :data:`~models.networks.NETWORKS`.
     :param hidden_sizes: hidden layer sizes of the encoder; the decoder mirrors them
         (default ``(400,)``).

@@ -288,13 +288,18 @@ def test_bad_specs_are_refused_with_the_path_of_the_key(case):
         compile_spec(change(vae_spec()))
 
 
-def test_conv_networks_refuse_images_that_are_not_28x28():
+def test_conv_networks_adapt_to_the_image_shape_and_refuse_tiny_images():
     spec = vae_spec()
     spec["networks"]["enc"]["type"] = "conv"
+    spec["networks"]["dec"]["type"] = "conv"
+    for shape in ((1, 28, 28), (3, 32, 32), (1, 28, 20), (3, 15, 9)):
+        model = compile_spec(spec, x_shape=shape)
+        torch.manual_seed(0)
+        x = torch.rand(2, *shape)
+        assert model.reconstruct(x).shape == (2, *shape)
     with pytest.raises(SpecError, match=r"networks\.enc: cannot build it for q\(z\|\.\): network "
-                                        r"type conv is built for 28x28 images"):
-        compile_spec(spec, x_shape=(1, 14, 14))
-    compile_spec(spec)  # 28x28: fine
+                                        r"type conv needs images of at least 4x4 pixels"):
+        compile_spec(spec, x_shape=(1, 3, 3))
 
 
 def test_missing_spec_file_is_named():

@@ -175,8 +175,20 @@ def _check_analytic_kl(model, guide_trace, batch: Batch, traits: ModelTraits) ->
         try:
             kl_divergence(site["fn"], prior["fn"])
         except NotImplementedError:
-            traits.no_analytic_kl[name] = (f"{_dist_name(site['fn'])} || "
-                                           f"{_dist_name(prior['fn'])}")
+            q, p = _dist_name(site["fn"]), _dist_name(prior["fn"])
+            culprits = [f"the {side} is a {kind}" for side, d in (("posterior q", q), ("prior p", p))
+                        if (kind := _composite(d))]
+            traits.no_analytic_kl[name] = f"{q} || {p}" + (
+                f": {' and '.join(culprits)}" if culprits else "")
+
+
+def _composite(name: str) -> str | None:
+    """``mixture`` or ``flow`` for the distributions whose KL has no closed form by kind."""
+    if "Mixture" in name:
+        return "mixture"
+    if "Transformed" in name or "Flow" in name:
+        return "flow"
+    return None
 
 
 def _dist_name(d) -> str:
@@ -224,7 +236,7 @@ class Objective:
             sites = "; ".join(f"{n} ({kl})" for n, kl in traits.no_analytic_kl.items())
             raise IncompatibleObjective(
                 f"elbo={self.name} computes KL(q || p) analytically, but it has no closed form "
-                f"for {sites}: a mixture or flow posterior; use elbo=elbo (KL sampled) or "
+                f"for {sites}; use elbo=elbo (KL sampled) or "
                 "elbo=iwae")
         if self.needs_analytic_kl and traits.order_mismatch:
             model_order, guide_order = traits.order_mismatch

@@ -76,20 +76,37 @@ class ReweightedWakeSleep(ImportanceWeightedELBO):
 def dream(model, batch: Batch) -> tuple[poutine.Trace, Batch]:
     """One ancestral sample of the model per datapoint of ``batch``: the model's trace with its
     observed sites sampled, and ``batch`` with every field that was observed replaced by the
-    dream (found by identity with the tensor the model observed)."""
+    dream. The field is the tensor the model observed, or one it is a reshape or cast of
+    (``batch.x.reshape(M, -1)``); the dream goes back in the field's shape and dtype."""
     trace = poutine.trace(poutine.uncondition(model)).get_trace(batch)
     trace.detach_()
     dreamt = {}
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or not site["infer"].get("was_observed"):
             continue
-        field = next((f.name for f in fields(batch) if getattr(batch, f.name) is
-                      site["infer"]["obs"]), None)
+        field = _observed_field(batch, site["infer"]["obs"])
         if field is None:
             raise ValueError(f"the sleep phase dreams observed site {name!r}, but its value is not "
-                             "a field of the batch (x or y) that the guide could be shown")
-        dreamt[field] = site["value"]
+                             "a field of the batch (x or y), or a reshape of one, that the guide "
+                             "could be shown; observe batch.x (or a view of it)")
+        like = getattr(batch, field)
+        dreamt[field] = site["value"].reshape(like.shape).to(like.dtype)
     return trace, replace(batch, **dreamt)
+
+
+def _observed_field(batch: Batch, obs: torch.Tensor) -> str | None:
+    """The batch field the model observed as ``obs``: the same tensor, else one with the same
+    values in another shape or dtype."""
+    tensors = [(f.name, getattr(batch, f.name)) for f in fields(batch)
+               if torch.is_tensor(getattr(batch, f.name))]
+    for name, value in tensors:
+        if value is obs:
+            return name
+    for name, value in tensors:
+        if value.numel() == obs.numel() and torch.equal(value.reshape(obs.shape).to(obs.dtype),
+                                                        obs):
+            return name
+    return None
 
 
 def sleep_log_q(model, guide, batch: Batch) -> torch.Tensor:
