@@ -22,7 +22,7 @@ data:
 	bash scripts/get_data.sh
 
 train: install data
-	$(VENV)/bin/aevb train --config configs/vae_fashion.yaml $(ARGS)
+	$(VENV)/bin/aevb train --config vae_fashion $(ARGS)
 
 test: install-dev data
 	$(PY) -m pytest $(PYTEST_ARGS)

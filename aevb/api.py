@@ -113,6 +113,8 @@ class Run:
 
 def _data_settings(data) -> tuple[list[str], object]:
     """Overrides naming the data, and a data source object for in-memory data."""
+    if data is None:
+        return [], None
     if isinstance(data, str | Path):
         text = str(data)
         if isinstance(data, str) and text in DATASETS and not Path(text).exists():
@@ -126,7 +128,7 @@ def _data_settings(data) -> tuple[list[str], object]:
     return ["data.name=in-memory"], InMemory(from_object(data))
 
 
-def fit(model="vae", data="fashion-mnist", *, elbo: str | None = None,
+def fit(model="vae", data=None, *, elbo: str | None = None,
         num_particles: int | None = None, epochs: int | None = None,
         batch_size: int | None = None, lr: float | None = None, seed: int | None = None,
         device: str | None = None, progress: bool | None = None, beta: float | None = None,
@@ -136,7 +138,7 @@ def fit(model="vae", data="fashion-mnist", *, elbo: str | None = None,
     """Train ``model`` on ``data`` and return the :class:`Run`.
 
     :param model: a model object, a registered name, ``path.py:Class`` or a ``ModelSpec``.
-    :param data: see the module docstring.
+    :param data: see the module docstring; ``None``: the config's data (default Fashion-MNIST).
     :param elbo: the objective (``elbo``, ``meanfield``, ``iwae``, ``renyi``, ``rws``, ...).
     :param num_particles: L, or k of the importance-weighted objectives.
     :param config: a config file, the name of a shipped one (``"vae_fashion"``) or a

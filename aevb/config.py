@@ -75,7 +75,7 @@ class ModelConfig:
     :param name: a registered model (``vae``, ``spec``, ...) or a user's file,
         ``path/to/my_model.py:MyModel`` (a class, or a name the file registers).
     :param spec: the model spec of ``name: spec`` (filled by ``--spec FILE``; see
-        :mod:`models.spec`).
+        :mod:`aevb.models.spec`).
     :param options: further constructor arguments of a user's model.
 
     The other keys are the arguments of the VAE-like models. Each one that is set is passed to
@@ -83,7 +83,7 @@ class ModelConfig:
     (``null``) is not passed, so the constructor's own default applies. The run's ``run.json``
     records every argument the model was built with. ``posterior`` is the
     family of q(z|x) (``diag``, ``lowrank``, ``full``, ``mixture``, ``planar``, ``iaf``;
-    :mod:`models.posteriors`) and ``posterior_size`` its rank, components or flow steps.
+    :mod:`aevb.models.posteriors`) and ``posterior_size`` its rank, components or flow steps.
     """
 
     name: str = "vae"
@@ -112,7 +112,7 @@ class OptimConfig:
 class TrainConfig:
     """:param engine: ``fast`` (default: differentiable_loss + a foreach torch optimizer,
         validation off in the loop) or ``svi`` (Pyro's ``SVI`` + ``PyroOptim``); see
-        :mod:`inference.engines`."""
+        :mod:`aevb.inference.training.engines`."""
 
     epochs: int = 10
     batch_size: int = 128
@@ -144,7 +144,7 @@ class EvalConfig:
 
 @dataclass
 class KLConfig:
-    """A weight w on the KL term (:mod:`inference.annealing`): β-VAE and KL warm-up.
+    """A weight w on the KL term (:mod:`aevb.inference.objectives.annealing`): β-VAE and KL warm-up.
 
     :param beta: the final weight β (1 = the ELBO; Higgins et al. 2017 use β > 1).
     :param warmup_epochs: epochs of linear warm-up of w from 0 to β, updated every step
@@ -159,7 +159,7 @@ class KLConfig:
 class Config:
     """A run's configuration.
 
-    :param elbo: the objective (:data:`inference.objectives.OBJECTIVES`).
+    :param elbo: the objective (:data:`aevb.inference.objectives.OBJECTIVES`).
     :param num_particles: samples per datapoint: L for elbo/meanfield/score, k for
         iwae/renyi/rws/wake-sleep.
     :param renyi_alpha: α of ``elbo=renyi`` (Li & Turner 2016).

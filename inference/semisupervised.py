@@ -111,7 +111,7 @@ class SemiData:
 def class_elbos(model: SpecModel, x: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
     """``(M, C)``: for each image and class c, the single-sample ELBO with y = c observed,
     log p(x|y,z) + log p(y) + log p(z) - log q(z|x,y), z ~ q(z|x,y): the per-datapoint log-weight
-    of :class:`~inference.importance.ImportanceWeightedELBO`, with the guide's classification
+    of :class:`~aevb.inference.objectives.importance.ImportanceWeightedELBO`, with the guide's classification
     factor (not part of the ELBO) hidden."""
     guide = poutine.block(model.guide, hide_fn=lambda msg: msg["name"].startswith("aux_"))
     estimator = ImportanceWeightedELBO(num_particles=1, require_reparam=False)

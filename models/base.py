@@ -26,7 +26,7 @@ VQ-VAE's code perplexity) and ``check_data(x)``
 (raise ``ValueError`` for data the likelihood cannot score). ``y`` is passed only to models whose
 ``labels`` is ``"required"``.
 
-Register a model with :func:`models.zoo.register_model`, or point the CLI at a file:
+Register a model with :func:`aevb.models.zoo.register_model`, or point the CLI at a file:
 ``aevb train model=path/to/my_model.py:MyModel``.
 """
 

@@ -1,4 +1,4 @@
-r"""Models with L stochastic layers, built as specs (:mod:`models.spec`) from a few numbers.
+r"""Models with L stochastic layers, built as specs (:mod:`aevb.models.spec`) from a few numbers.
 
 * ``dlgm``: the deep latent Gaussian model of Rezende, Mohamed & Wierstra (2014), in the
   bottom-up form of Burda et al. (2016, section 5): Gaussian layers
@@ -10,7 +10,7 @@ r"""Models with L stochastic layers, built as specs (:mod:`models.spec`) from a 
   Its latents have no reparameterization; train it with ``elbo=wake-sleep``, ``rws``, ``iwae``
   (VIMCO gradients) or ``score``.
 
-Both are :class:`~models.spec.SpecModel` subclasses, so they train, evaluate and picture like any
+Both are :class:`~aevb.models.spec.SpecModel` subclasses, so they train, evaluate and picture like any
 spec (``aevb train model=dlgm model.options={z_dims: [100, 50, 25]}``); ``spec_dict()`` shows
 the spec they compile.
 """

@@ -15,7 +15,7 @@ FILE_SEPARATOR = ".py:"
 
 
 class ModelLoadError(ValueError):
-    """A model name that does not lead to a class keeping the contract of :mod:`models.base`."""
+    """A model name that does not lead to a class keeping the contract of :mod:`aevb.models.base`."""
 
 
 def is_file_reference(name: str) -> bool:
@@ -53,7 +53,7 @@ def import_file(path: Path):
 
 
 def resolve_model(name: str) -> type:
-    """The class for ``name``: a name in :data:`~models.zoo.MODELS`, or ``FILE.py:NAME`` where
+    """The class for ``name``: a name in :data:`~aevb.models.zoo.MODELS`, or ``FILE.py:NAME`` where
     NAME is a class in FILE or a name FILE registers with ``@register_model``.
 
     :raises ModelLoadError: for a missing file or name, or an object that is no model.

@@ -1,13 +1,13 @@
 r"""Richer amortized posteriors q(z|x) for Gaussian latents (``model.posterior`` of the VAE).
 
-Each is a :class:`~models.families.Family` in :data:`~models.families.FAMILIES`: the encoder emits
+Each is a :class:`~aevb.models.families.Family` in :data:`~aevb.models.families.FAMILIES`: the encoder emits
 its parameters (``param_shape``) and the family turns them into a distribution over a vector
 latent of ``shape = (D,)``. ``size`` is the family's one size: the rank, the number of mixture
 components or the number of flow steps.
 
 =========  =======================================================================================
 ``diag``   :math:`\mathcal N(\mu, \operatorname{diag}\sigma^2)` (Kingma & Welling 2014; in
-           :mod:`models.families`).
+           :mod:`aevb.models.families`).
 ``lowrank``:math:`\mathcal N(\mu, WW^\top + \operatorname{diag} d)`, W of rank r = ``size`` (r = 1
            is Rezende et al. 2014's covariance, section 4.1).
 ``full``   :math:`\mathcal N(\mu, LL^\top)`, L lower-triangular with a positive diagonal

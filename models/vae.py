@@ -26,15 +26,15 @@ class VAE(LatentVariableModel):
     :param tuple x_shape: shape of one observation, ``(C, H, W)``.
     :param int z_dim: latent dimension (default 50).
     :param str network: ``"mlp"`` (default), ``"conv"`` (images of any size) or any name registered
-        in :data:`~models.networks.NETWORKS`.
+        in :data:`~aevb.models.networks.NETWORKS`.
     :param hidden_sizes: hidden layer sizes of the encoder; the decoder mirrors them
         (default ``(400,)``).
     :param str activation: hidden activation (default ``"tanh"``, as in the paper).
     :param str likelihood: ``"bernoulli"`` (default), ``"gaussian"`` or another family of
-        :data:`~models.families.FAMILIES`.
+        :data:`~aevb.models.families.FAMILIES`.
     :param float min_scale: floor of the Gaussian likelihood's scale (default 0.01).
     :param str posterior: the family of q(z|x): ``diag`` (default, the paper's), ``lowrank``,
-        ``full``, ``mixture``, ``planar`` or ``iaf`` (see :mod:`models.posteriors`).
+        ``full``, ``mixture``, ``planar`` or ``iaf`` (see :mod:`aevb.models.posteriors`).
     :param int posterior_size: the rank (``lowrank``), number of components (``mixture``) or
         of flow steps (``planar``, ``iaf``); ``None`` for the family's default.
     """

@@ -8,5 +8,5 @@ MODELS: Registry[type] = Registry("model")
 
 
 def register_model(name: str):
-    """Class decorator adding a :class:`~models.base.LatentVariableModel` to :data:`MODELS`."""
+    """Class decorator adding a :class:`~aevb.models.base.LatentVariableModel` to :data:`MODELS`."""
     return MODELS.register(name)

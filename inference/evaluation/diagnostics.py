@@ -17,7 +17,7 @@ reparameterized gradient of the encoder has far lower variance than the score-fu
 
 Estimator names: ``reparam`` (``elbo``, SGVB estimator A), ``meanfield`` (estimator B),
 ``score`` (the score-function gradient), ``iwaeK`` (the IWAE bound with k = K), and any
-objective name of :data:`inference.objectives.OBJECTIVES`.
+objective name of :data:`aevb.inference.objectives.OBJECTIVES`.
 """
 
 from __future__ import annotations

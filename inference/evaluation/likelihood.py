@@ -27,7 +27,7 @@ def importance_sampled(model: LatentVariableModel, split: Split, num_samples: in
                        ) -> dict[str, torch.Tensor]:
     """Per-datapoint ``log_likelihood`` (IS, k = ``num_samples``) and ``elbo`` (mean log-weight)
     over ``split``, as tensors of shape ``(len(split),)``. Labels are hidden from models that can
-    infer them (:func:`~models.base.for_evaluation`), so the figures are log p(x); discrete
+    infer them (:func:`~aevb.models.base.for_evaluation`), so the figures are log p(x); discrete
     latents are sampled from the guide like the others."""
     with pyro.validation_enabled(False):  # the model was validated when it was trained
         return _importance_sampled(model, split, num_samples, sample_chunk, batch_size, progress)

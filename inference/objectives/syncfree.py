@@ -20,7 +20,7 @@ tensors only:
   per-particle code (and its reads).
 * :class:`SyncFreeTraceMeanField_ELBO`: the sum of the observed sites' ``log_prob_sum`` minus
   each latent's closed-form, scaled and masked KL(q || p) (eq. 7, estimator B). Objectives built
-  by :mod:`inference.objectives` reach it only for models whose latents all have a closed-form
+  by :mod:`aevb.inference.objectives` reach it only for models whose latents all have a closed-form
   KL and ``rsample`` (checked before training); anything else takes Pyro's code.
 
 A non-finite loss is caught by the trainer once per epoch instead of per step. Pyro's

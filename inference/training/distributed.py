@@ -12,7 +12,7 @@ which calls torchrun) starts R processes. Each one:
   (:func:`seed_epoch`), so a run is reproducible and resumes identically on any number of
   ranks;
 * steps :class:`~torch.nn.parallel.DistributedDataParallel` around the objective (see
-  :class:`inference.engines.FastEngine`), which averages the gradients over ranks. A rank's
+  :class:`aevb.inference.training.engines.FastEngine`), which averages the gradients over ranks. A rank's
   loss carries the plate's N/m_r and is weighted by m_r·R/M, so the average over ranks is the
   paper's N/M estimator of the whole global batch (Kingma & Welling 2014, eq. 8): the same
   figures as one process training on batches of M.

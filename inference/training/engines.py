@@ -55,7 +55,7 @@ class Engine:
     def step(self, *batches: Batch, weight: float = 1.0) -> torch.Tensor:
         """One update on ``weight`` times the sum of the objective over ``batches`` (M2 pairs an
         unlabelled batch with a labelled one; a data-parallel rank weights its shard, see
-        :func:`inference.distributed.shard_batches`)."""
+        :func:`aevb.inference.training.distributed.shard_batches`)."""
         raise NotImplementedError
 
     def epoch(self) -> contextlib.AbstractContextManager:

@@ -1,6 +1,6 @@
-"""Compile a :class:`~models.spec.schema.ModelSpec` into a Pyro model/guide pair.
+"""Compile a :class:`~aevb.models.spec.schema.ModelSpec` into a Pyro model/guide pair.
 
-The compiled :class:`SpecModel` keeps the contract of :mod:`models.base`: ``model(batch)``
+The compiled :class:`SpecModel` keeps the contract of :mod:`aevb.models.base`: ``model(batch)``
 samples every variable in topological order of the model's DAG inside the data plate
 (conditional priors and likelihoods are ``family(network(parents))``), ``guide(batch)`` samples
 the latents in topological order of the guide's DAG (``family(network(inputs))``), and every
@@ -8,7 +8,7 @@ network is a registered submodule. Sometimes-observed variables are observed in 
 the batch carries them and sampled — or, when discrete, enumerated
 (``infer={"enumerate": "parallel"}``) so that TraceEnum_ELBO sums them out exactly — when it does
 not (Kingma et al. 2014, section 3.2). Everything a spec can get wrong is refused here, before
-training, with a :class:`~models.spec.schema.SpecError` that names the key.
+training, with a :class:`~aevb.models.spec.schema.SpecError` that names the key.
 """
 
 from __future__ import annotations
@@ -296,10 +296,10 @@ def _section(spec: ModelSpec, var: Variable) -> dict:
 
 @register_model("spec")
 class SpecModel(LatentVariableModel):
-    """A latent-variable model compiled from a spec (:mod:`models.spec.schema`).
+    """A latent-variable model compiled from a spec (:mod:`aevb.models.spec.schema`).
 
     :param x_shape: shape of one observation of the batch field ``x``.
-    :param spec: a :class:`~models.spec.schema.ModelSpec`, a mapping or a YAML file.
+    :param spec: a :class:`~aevb.models.spec.schema.ModelSpec`, a mapping or a YAML file.
     """
 
     def __init__(self, x_shape: Sequence[int] = (1, 28, 28),

@@ -15,12 +15,12 @@ Example (``configs/specs/vae.yaml``)::
     observed:
       x: {likelihood: bernoulli, parents: [z], network: decoder}
 
-Sections: ``networks`` (named networks of :data:`~models.networks.NETWORKS`), ``inputs``
+Sections: ``networks`` (named networks of :data:`~aevb.models.networks.NETWORKS`), ``inputs``
 (conditioning values from the batch, not modelled: a CVAE's label), ``latents``,
 ``sometimes_observed`` (observed in the model when the batch carries them, inferred by the guide
 when it does not: M2's label) and ``observed``. :func:`load_spec` merges a file or mapping over
 these dataclasses and refuses unknown keys and ill-typed values with the path of the key;
-:mod:`models.spec.compiler` checks the meaning (names, types, the DAG, shapes).
+:mod:`aevb.models.spec.compiler` checks the meaning (names, types, the DAG, shapes).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class SpecError(ValueError):
 
 @dataclass
 class NetworkSpec:
-    """:param type: a name in :data:`~models.networks.NETWORKS` (``mlp``, ``conv``, ...).
+    """:param type: a name in :data:`~aevb.models.networks.NETWORKS` (``mlp``, ``conv``, ...).
     :param hidden: hidden layer sizes. :param activation: hidden activation.
     :param options: further keyword arguments of a user-registered network."""
 
@@ -86,7 +86,7 @@ class PosteriorSpec:
 
 @dataclass
 class LatentSpec:
-    """:param type: a name in :data:`~models.families.VALUE_TYPES`.
+    """:param type: a name in :data:`~aevb.models.families.VALUE_TYPES`.
     :param shape: shape of one value (``normal``, ``bernoulli``).
     :param num_classes: number of classes (``categorical``)."""
 
@@ -106,7 +106,7 @@ class SometimesObservedSpec(LatentSpec):
 
 @dataclass
 class ObservedSpec:
-    """:param likelihood: a family of :data:`~models.families.FAMILIES`.
+    """:param likelihood: a family of :data:`~aevb.models.families.FAMILIES`.
     :param shape: shape of one value; default (and checked against) the data's.
     :param data: the batch field it is read from (``x`` or ``y``); default the name."""
 
