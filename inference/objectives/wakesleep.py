@@ -24,7 +24,8 @@ Pyro's :class:`~pyro.infer.ReweightedWakeSleep` normalises the weights over the 
 (one joint weight per particle: it warns that minibatch training is not supported) and needs the
 guide to take an ``observations`` argument. Here the weights are per datapoint with the data
 plate's N/M applied after, as in
-:class:`~aevb.inference.objectives.importance.ImportanceWeightedELBO`, and the dreamed observations are put back into the batch the guide reads.
+:class:`~aevb.inference.objectives.importance.ImportanceWeightedELBO`, and the dreamed
+observations are put back into the batch the guide reads.
 
 The loss is one tensor whose value is minus the IWAE bound (what the trainer logs) and whose
 gradient is the RWS update of both θ and φ, so one optimizer steps both.
