@@ -80,6 +80,19 @@ def test_dreams_replace_the_observed_field_and_keep_the_latents():
     assert trace.nodes["z1"]["value"].shape == (7, 3)
 
 
+def test_dreams_go_back_into_a_field_the_model_observed_through_a_reshape():
+    class FlatObservation(SigmoidBeliefNet):
+        def model(self, batch):  # observes batch.x.reshape(M, -1), not batch.x itself
+            flat = Batch(batch.x.reshape(len(batch), -1), batch.y, batch.index, batch.num_data)
+            super().model(flat)
+
+    model = FlatObservation(x_shape=(6,), z_dims=[3])
+    batch = Batch(torch.zeros(7, 2, 3), index=torch.arange(7), num_data=70)
+    trace, dreamt = dream(model.model, batch)
+    assert dreamt.x.shape == (7, 2, 3)
+    assert torch.equal(dreamt.x.reshape(7, 6), trace.nodes["x"]["value"])
+
+
 def _fit_guide(objective, steps=1500, seed=0):
     """Train only the guide (A, c, log_s) of a fixed linear-Gaussian model."""
     torch.manual_seed(seed)

@@ -90,8 +90,10 @@ def dream(model, batch: Batch) -> tuple[poutine.Trace, Batch]:
             raise ValueError(f"the sleep phase dreams observed site {name!r}, but its value is not "
                              "a field of the batch (x or y), or a reshape of one, that the guide "
                              "could be shown; observe batch.x (or a view of it)")
-        like = getattr(batch, field)
-        dreamt[field] = site["value"].reshape(like.shape).to(like.dtype)
+        like, value = getattr(batch, field), site["value"]
+        if value.shape != like.shape or value.dtype != like.dtype:
+            value = value.reshape(like.shape).to(like.dtype)
+        dreamt[field] = value
     return trace, replace(batch, **dreamt)
 
 
