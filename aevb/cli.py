@@ -205,7 +205,8 @@ def _diagnose(args) -> int:
 
     run = _load(args)
     model, data = run.model, run.data
-    batch = next(data.valid.batches(args.batch_size))  # a fixed batch: the first validation images
+    split = data.valid or data.train  # a fixed batch: the first validation (or training) images
+    batch = next(split.batches(args.batch_size))
     torch.manual_seed(args.seed)
     names = [e for e in args.estimators.split(",") if e]
     rows = []
@@ -225,6 +226,14 @@ def _diagnose(args) -> int:
 
 def _path(p):
     return Path(p) if p else None
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """The options of a command that reads a run folder."""
+    p.add_argument("--checkpoint", help="checkpoint file (default: the newest)")
+    p.add_argument("--device", help="cpu, cuda or auto (default: the run's)")
+    p.add_argument("--trust-model-file", action="store_true",
+                   help="import the model file the run's config names (runs its code)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,13 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--sample-chunk", type=int, help="importance samples per chunk (memory)")
     e.add_argument("--batch-size", type=int, help="test images per chunk (memory)")
     e.add_argument("--test-size", type=int, help="evaluate on the first n test images only")
-    e.add_argument("--checkpoint", help="checkpoint file (default: the newest)")
-    e.add_argument("--device")
+    _run_options(e)
     e.add_argument("--data-dir")
     e.add_argument("--out", help="output JSON (default RUN_DIR/evaluation.json)")
     e.add_argument("--no-progress", action="store_true")
-    e.add_argument("--trust-model-file", action="store_true",
-                   help="import the model file the run's config names (runs its code)")
     e.set_defaults(func=_evaluate)
 
     s = sub.add_parser("sample", help="a grid of samples from the prior")
@@ -272,10 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", "--num", type=int, default=64)
     s.add_argument("--out", help="output PNG (default RUN_DIR/samples-N.png)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--checkpoint")
-    s.add_argument("--device")
-    s.add_argument("--trust-model-file", action="store_true",
-                   help="import the model file the run's config names (runs its code)")
+    _run_options(s)
     s.set_defaults(func=_sample)
 
     d = sub.add_parser("diagnose", help="diagnostics of a trained run")
@@ -289,11 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--repeats", type=int, default=100, help="gradient draws per estimator")
     g.add_argument("--batch-size", type=int, default=100, help="images in the fixed batch")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--checkpoint")
-    g.add_argument("--device")
+    _run_options(g)
     g.add_argument("--out", help="output folder (default RUN_DIR/diagnostics)")
-    g.add_argument("--trust-model-file", action="store_true",
-                   help="import the model file the run's config names (runs its code)")
     g.set_defaults(func=_diagnose)
 
     x = sub.add_parser("experiment", help="multi-run experiments with results tables")

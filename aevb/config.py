@@ -101,11 +101,17 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """:param name: ``adam`` or ``adagrad`` (the paper's). :param lr: learning rate."""
+    """:param name: ``adam`` or ``adagrad`` (the paper's). :param lr: learning rate.
+    :param weight_decay: L2 penalty (an N(0, σ²I) weight prior, as the AEVB paper's).
+    :param eps: the optimizer's ε (unset: torch's default; Burda et al. use 1e-4 with Adam).
+    :param schedule: the learning rate by epoch, ``constant`` or ``burda`` (lr·10^(−i/7) for
+        3^i passes, i = 0..7; :mod:`aevb.inference.training.schedules`)."""
 
     name: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
+    eps: float | None = None
+    schedule: str = "constant"
 
 
 @dataclass
@@ -272,10 +278,14 @@ def validate(cfg: Config, data_source=None) -> None:
     from aevb.inference.objectives import OBJECTIVE_OPTIONS, OBJECTIVES
     from aevb.inference.training.engines import ENGINES
     from aevb.inference.training.optim import OPTIMIZERS
+    from aevb.inference.training.schedules import SCHEDULES
 
     _check_name("elbo", cfg.elbo, OBJECTIVES)
     _check_name("optim.name", cfg.optim.name, OPTIMIZERS)
     _check_name("train.engine", cfg.train.engine, ENGINES)
+    _check_name("optim.schedule", cfg.optim.schedule, SCHEDULES)
+    if cfg.optim.schedule != "constant" and cfg.train.engine != "fast":
+        raise ConfigError(f"optim.schedule={cfg.optim.schedule} needs train.engine=fast")
     if data_source is None:
         _check_name("data.name", cfg.data.name, DATASETS)
         data_source = DATASETS.get(cfg.data.name)
@@ -319,7 +329,7 @@ def validate(cfg: Config, data_source=None) -> None:
         "eval.batch_size": cfg.eval.batch_size, "optim.lr": cfg.optim.lr,
         "train.keep_checkpoints": cfg.train.keep_checkpoints,
         "data.train_size": cfg.data.train_size, "data.test_size": cfg.data.test_size,
-        "data.channels": cfg.data.channels,
+        "data.channels": cfg.data.channels, "optim.eps": cfg.optim.eps,
     }
     for key, value in positive.items():
         if value is not None and value <= 0:
@@ -337,10 +347,9 @@ def validate(cfg: Config, data_source=None) -> None:
                           f"{cfg.kl.warmup_epochs}")
     size = cfg.data.validation_size
     if size is not None and (isinstance(size, bool) or not isinstance(size, int | float)
-                             or size <= 0 or (size >= 1 and size != int(size))):
+                             or size < 0 or (size >= 1 and size != int(size))):
         raise ConfigError(f"bad value for config key 'data.validation_size': {size!r}; give a "
-                          f"count (>= 1) or a fraction in (0, 1) (the validation ELBO is "
-                          f"reported every epoch)")
+                          f"count (0 = no validation split) or a fraction in (0, 1)")
     image_size = cfg.data.image_size
     if image_size is not None:
         sizes = [image_size] if isinstance(image_size, int) else list(image_size)

@@ -42,6 +42,7 @@ from aevb.inference.training import (
 )
 from aevb.inference.training.checkpoint import atomic_write_text, checkpoint_epoch, restore
 from aevb.inference.training.distributed import DistContext
+from aevb.inference.training.schedules import SCHEDULES
 
 from . import pictures
 from .builder import adopt, build
@@ -174,11 +175,11 @@ def execute(cfg: Config, run_dir: Path, *, resume: bool = False, checkpoint: Pat
     if note and ctx.is_main:
         warnings.warn(note, stacklevel=2)
     schedule = KLSchedule(cfg.kl.beta, cfg.kl.warmup_epochs)
-    objective = objective_from_config(cfg, model, next(data.valid.batches(2)))
+    objective = objective_from_config(cfg, model, next((data.valid or data.train).batches(2)))
     with torch.random.fork_rng(devices=[]):
         check_scaling(model, next(data.train.batches(cfg.train.batch_size, scaled=True)))
     engine = build_engine(cfg.train.engine, model, objective, cfg.optim.name, cfg.optim.lr,
-                          cfg.optim.weight_decay, ctx)
+                          cfg.optim.weight_decay, ctx, cfg.optim.eps)
     start_epoch = 0
     if payload is not None:
         try:
@@ -191,7 +192,9 @@ def execute(cfg: Config, run_dir: Path, *, resume: bool = False, checkpoint: Pat
         atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))  # on resume: with its overrides
         write_record(run_dir, cfg, model, arguments, data, device)
     options_ = LoopOptions(cfg.train.epochs, cfg.train.batch_size, cfg.train.progress,
-                           cfg.train.keep_checkpoints, cfg.train.tensorboard, cfg.seed)
+                           cfg.train.keep_checkpoints, cfg.train.tensorboard, cfg.seed,
+                           lr_at=None if cfg.optim.schedule == "constant"
+                           else SCHEDULES.get(cfg.optim.schedule)(cfg.optim.lr))
     rows = run_epochs(model, objective, engine, data.train, data.valid,
                       run_dir if ctx.is_main else None, options_, start_epoch=start_epoch,
                       schedule=schedule, record=to_dict(cfg),
@@ -231,7 +234,12 @@ def write_record(run_dir: Path, cfg: Config, model, arguments: dict | None, data
 
 def evaluation_split(data: DataBundle) -> tuple[str, Split]:
     """The test split, or the validation split of data that has no test split."""
-    return ("test", data.test) if data.test is not None else ("valid", data.valid)
+    if data.test is not None:
+        return "test", data.test
+    if data.valid is None:
+        raise DataError("the data has neither a test nor a validation split to evaluate on; "
+                        "set data.validation_size or give test data")
+    return "valid", data.valid
 
 
 def write_evaluation(model, split: Split, cfg: Config, run_dir: Path, num_samples: int,

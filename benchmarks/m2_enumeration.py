@@ -28,10 +28,10 @@ from pathlib import Path
 from unittest import mock
 
 import torch
-from aevb.inference.semisupervised import METHODS, Settings, paired_batches
-from aevb.models.networks import ConcatLinear, flatten_inputs
 
 from aevb.experiments.semisupervised import Experiment, ExperimentConfig
+from aevb.inference.semisupervised import METHODS, Settings, paired_batches
+from aevb.models.networks import ConcatLinear, flatten_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 

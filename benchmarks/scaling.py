@@ -34,12 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def worker(args) -> None:
     """One rank's part (run under torchrun)."""
-    from aevb.inference import Split
-    from aevb.inference.training import build_engine, distributed, resolve_device, train_epoch
-
     from aevb.builder import build_model
     from aevb.config import load_config
     from aevb.data import load_data
+    from aevb.inference import Split
+    from aevb.inference.training import build_engine, distributed, resolve_device, train_epoch
     from aevb.runs import objective_from_config
 
     torch.set_num_threads(args.threads)

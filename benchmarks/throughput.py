@@ -42,16 +42,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from aevb.builder import build_model
+from aevb.config import load_config
+from aevb.data import load_data
 from aevb.inference import Split
 from aevb.inference.evaluation.likelihood import importance_sampled
 from aevb.inference.objectives import build_objective
 from aevb.inference.training import resolve_device
 from aevb.inference.training.engines import build_engine
 from aevb.inference.training.optim import build_optimizer
-
-from aevb.builder import build_model
-from aevb.config import load_config
-from aevb.data import load_data
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -94,7 +94,6 @@ def row_config(row: Row, args):
 def run_row(row: Row, args) -> None:
     """Train and evaluate one row into its run folder, resuming where it stopped."""
     from aevb.inference.training.checkpoint import list_checkpoints
-
     from aevb.runs import train
 
     run_dir = args.out / "runs" / row.key

@@ -15,9 +15,10 @@ import math
 import pyro
 import torch
 import torch.nn.functional as F
-from aevb.models.base import Batch, LatentVariableModel
 from pyro import distributions as dist
 from torch import nn
+
+from aevb.models.base import Batch, LatentVariableModel
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:

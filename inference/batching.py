@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
+
 from aevb.models.base import Batch
 
 
@@ -53,14 +54,14 @@ class Split:
 
 @dataclass
 class DataBundle:
-    """The training, validation and (optional) test splits of one dataset.
+    """The training and (optional) validation and test splits of one dataset.
 
     :param str source: where the data came from (a folder, a file, ``"in-memory array"``).
     :param dict description: what the record says about the data (dataset, binarization, sizes).
     """
 
     train: Split
-    valid: Split
+    valid: Split | None
     test: Split | None
     source: str
     description: dict = field(default_factory=dict)

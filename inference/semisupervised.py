@@ -24,6 +24,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from pyro import poutine
+from torch import nn
+
 from aevb.configs import resolve
 from aevb.inference.batching import Split
 from aevb.inference.errors import ConfigError
@@ -37,8 +40,6 @@ from aevb.models.registry import Registry
 from aevb.models.spec import load_spec
 from aevb.models.spec.compiler import SpecModel
 from aevb.models.spec.schema import to_dict
-from pyro import poutine
-from torch import nn
 
 
 def shipped_spec(name: str) -> Path:

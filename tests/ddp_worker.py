@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 import torch
+
 from aevb.inference import Split
 from aevb.inference.objectives import build_objective
 from aevb.inference.training import distributed, train_epoch

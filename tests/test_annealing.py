@@ -4,15 +4,15 @@ import json
 
 import pytest
 import torch
+from pyro import poutine
+from torch.distributions import kl_divergence
+
+from aevb.config import load_config
 from aevb.inference.errors import ConfigError
 from aevb.inference.objectives import IncompatibleObjective, build_objective
 from aevb.inference.objectives.annealing import KLSchedule, KLWeight
 from aevb.models.base import Batch
 from aevb.models.vae import VAE
-from pyro import poutine
-from torch.distributions import kl_divergence
-
-from aevb.config import load_config
 from aevb.runs import train
 
 

@@ -195,3 +195,10 @@ def test_the_users_constructor_defaults_are_kept_and_recorded(tmp_path):
     assert main(["train", f"model={tmp_path / 'small.py'}:Small", "model.hidden_sizes=[4]",
                  "--data", str(tmp_path / "x.npy"), "--run-dir", str(tmp_path / "r2"),
                  *TINY]) == 2
+
+
+def test_meanfield_refusal_names_the_mixture_prior(tmp_path):
+    with pytest.raises(aevb.ConfigError, match=r"z \(Normal \|\| MixtureSameFamily: the prior p "
+                                               r"is a mixture\)"):
+        aevb.fit(MoGPriorVAE(), data=binary(50), elbo="meanfield", epochs=1, overrides=TINY,
+                 run_dir=tmp_path / "run")

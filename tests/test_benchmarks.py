@@ -14,11 +14,14 @@ SMOKE_ARGS = {
                       "--device", "cpu"],
     "m2_enumeration.py": ["--steps", "2", "--rounds", "1", "--threads", "1"],
     "scaling.py": ["--ranks", "1,2", "--batch-sizes", "16", "--steps", "2", "--repeats", "1"],
+    "burda.py": ["--rows", "vae1,iwae2_k5", "--stages", "2", "--samples", "5", "--train-size",
+                 "200", "--test-size", "20", "--out", "{tmp}/burda", "--no-progress"],
     "zoo.py": ["--rows", "vae,sbn_ws,vqvae", "--epochs", "1", "--samples", "10", "--train-size",
                "600", "--test-size", "20", "--out", "{tmp}/zoo", "--no-progress"],
 }
 EXPECTED = {"throughput.py": "ratio aevb / hand-written", "m2_enumeration.py": "speed-up (reference",
-            "scaling.py": "| 16 | 2 | 1 |", "zoo.py": "| SBN 200 / wake-sleep | -"}
+            "scaling.py": "| 16 | 2 | 1 |", "zoo.py": "| SBN 200 / wake-sleep | -",
+            "burda.py": "| 2 layers, IWAE k=5 | 83.89 |"}
 
 
 def test_every_benchmark_is_listed():

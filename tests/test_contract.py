@@ -5,12 +5,12 @@ import textwrap
 
 import pytest
 import torch
-from aevb.inference.errors import ConfigError
-from aevb.models import Batch
 
 from aevb.builder import build_model
 from aevb.cli import main
 from aevb.config import load_config
+from aevb.inference.errors import ConfigError
+from aevb.models import Batch
 from aevb.runs import objective_from_config
 
 SMALL = ["data.train_size=600", "data.test_size=100", "eval.num_samples=10", "train.epochs=1",

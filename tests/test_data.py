@@ -7,10 +7,10 @@ import struct
 import numpy as np
 import pytest
 import torch
-from aevb.inference.errors import DataError
 
 from aevb.config import DataConfig
 from aevb.data import DATASETS, from_object, idx, load_data
+from aevb.inference.errors import DataError
 
 from .conftest import SHARED_MNIST
 

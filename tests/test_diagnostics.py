@@ -2,6 +2,7 @@
 and reparameterization beats the score function on the encoder (Kingma & Welling 2014, 2.4)."""
 
 import torch
+
 from aevb.inference.evaluation.diagnostics import estimator_objective, gradient_statistics, parameter_groups
 from aevb.models.base import Batch
 from aevb.models.vae import VAE

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from aevb.cli import main
 from aevb.inference import Split
 from aevb.inference.errors import ConfigError
 from aevb.inference.objectives import build_objective
@@ -16,8 +18,6 @@ from aevb.inference.training import distributed
 from aevb.inference.training.distributed import DistContext
 from aevb.inference.training.engines import build_engine
 from aevb.models.vae import VAE
-
-from aevb.cli import main
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -3,6 +3,7 @@
 import pyro
 import pytest
 import torch
+
 from aevb.inference import Split
 from aevb.inference.errors import ConfigError
 from aevb.inference.objectives import build_objective, objective_for_model

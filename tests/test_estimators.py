@@ -4,9 +4,10 @@ import math
 
 import pytest
 import torch
+from pyro.infer import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+
 from aevb.inference.objectives.importance import ImportanceWeightedELBO
 from aevb.models import Batch, LinearGaussianVAE
-from pyro.infer import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 
 
 @pytest.fixture
@@ -161,9 +162,10 @@ def test_mmd_estimate_matches_the_closed_form_for_two_gaussians():
 
 
 def test_mmd_objective_is_reconstruction_plus_scaled_mmd():
+    from pyro import poutine
+
     from aevb.inference.objectives.mmd import MMDObjective, mmd2_unbiased
     from aevb.models.vae import VAE
-    from pyro import poutine
 
     torch.manual_seed(0)
     model = VAE((1, 4, 4), z_dim=2, hidden_sizes=(8,))

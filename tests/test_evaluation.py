@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from aevb.inference import Split
 from aevb.inference.evaluation.likelihood import active_units, importance_sampled, mean_elbo
 from aevb.models import LinearGaussianVAE

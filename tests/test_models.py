@@ -1,8 +1,9 @@
 import pyro
 import pytest
 import torch
-from aevb.models import MODELS, VAE, Batch
 from pyro import poutine
+
+from aevb.models import MODELS, VAE, Batch
 
 
 @pytest.mark.parametrize("network", ["mlp", "conv"])
@@ -72,8 +73,9 @@ def test_logit_bernoulli_log_prob_equals_torch_bernoulli_and_survives_expand():
 def test_lean_normals_and_their_kl_equal_torch_in_value_and_gradient():
     """The training step's Gaussians (LeanNormal, StandardNormal, the closed-form KL to N(0, I))
     give torch's values and gradients; expand to the same shape is the identity."""
-    from aevb.models.families import VALUE_TYPES, LeanIndependent, LeanNormal, StandardNormal, to_event
     from torch.distributions import Normal, kl_divergence
+
+    from aevb.models.families import VALUE_TYPES, LeanIndependent, LeanNormal, StandardNormal, to_event
 
     torch.manual_seed(0)
     loc0, scale0 = torch.randn(6, 5), torch.rand(6, 5) + 0.1

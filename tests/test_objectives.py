@@ -1,9 +1,10 @@
 import pyro
 import pytest
 import torch
+from pyro.infer import TraceGraph_ELBO
+
 from aevb.inference.objectives import OBJECTIVES, build_objective
 from aevb.models import VAE, Batch, LinearGaussianVAE, UnknownNameError
-from pyro.infer import TraceGraph_ELBO
 
 
 def test_unknown_objective_lists_valid_names():

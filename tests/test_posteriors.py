@@ -5,16 +5,16 @@ import json
 
 import pytest
 import torch
+from pyro.distributions import Normal
+from torch.distributions import MultivariateNormal, kl_divergence
+
+from aevb.config import load_config
 from aevb.inference.errors import ConfigError
 from aevb.inference.objectives import IncompatibleObjective, build_objective, objective_for_model
 from aevb.models.base import Batch
 from aevb.models.families import build_family
 from aevb.models.posteriors import POSTERIORS
 from aevb.models.vae import VAE
-from pyro.distributions import Normal
-from torch.distributions import MultivariateNormal, kl_divergence
-
-from aevb.config import load_config
 from aevb.runs import train
 
 D = 3

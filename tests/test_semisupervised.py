@@ -4,6 +4,8 @@ import json
 
 import pytest
 import torch
+
+from aevb.experiments.semisupervised import Experiment, ExperimentConfig, summarize, t95
 from aevb.inference import Split
 from aevb.inference.errors import ConfigError, RunDirError
 from aevb.inference.semisupervised import (
@@ -16,8 +18,6 @@ from aevb.inference.semisupervised import (
     paired_batches,
     recycled,
 )
-
-from aevb.experiments.semisupervised import Experiment, ExperimentConfig, summarize, t95
 
 
 def fake_labels(n=1000, classes=10, seed=0):

@@ -6,6 +6,10 @@ from pathlib import Path
 import pyro
 import pytest
 import torch
+from pyro import poutine
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
+from torch import nn
+
 from aevb.models import VAE, Batch
 from aevb.models.networks import register_network
 from aevb.models.spec import ModelSpec, SpecError, compile_spec, load_spec, topological_order
@@ -16,9 +20,6 @@ from aevb.models.spec.schema import (
     ObservedSpec,
     PosteriorSpec,
 )
-from pyro import poutine
-from pyro.infer import Trace_ELBO, TraceEnum_ELBO
-from torch import nn
 
 SPECS = Path(__file__).resolve().parents[1] / "configs" / "specs"
 

@@ -3,12 +3,13 @@
 import pyro
 import pytest
 import torch
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+
 from aevb.inference.objectives.annealing import KLWeight
 from aevb.inference.objectives.syncfree import SyncFreeTrace_ELBO, SyncFreeTraceMeanField_ELBO
 from aevb.models.base import Batch
 from aevb.models.deep import SigmoidBeliefNet
 from aevb.models.vae import VAE
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 
 def value_and_grads(elbo, model, batch, seed=7, wrap=lambda f: f):

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from aevb.inference.errors import CheckpointError, ConfigError, DataError, RunDirError
-from aevb.inference.training.checkpoint import list_checkpoints, load_checkpoint
 from PIL import Image
 
 from aevb.config import load_config
+from aevb.inference.errors import CheckpointError, ConfigError, DataError, RunDirError
+from aevb.inference.training.checkpoint import list_checkpoints, load_checkpoint
 from aevb.runs import train
 
 pytestmark = pytest.mark.data
@@ -25,10 +25,9 @@ def small_config(fashion_dir, *extra):
 
 
 def untrained_valid_elbo(cfg) -> float:
-    from aevb.inference.evaluation.likelihood import mean_elbo
-
     from aevb.builder import build_model
     from aevb.data import load_data
+    from aevb.inference.evaluation.likelihood import mean_elbo
 
     torch.manual_seed(cfg.seed)
     return mean_elbo(build_model(cfg.model, (1, 28, 28)), load_data(cfg.data).valid)
@@ -98,9 +97,8 @@ def test_existing_run_folder_is_not_overwritten(fashion_dir, tmp_path):
 
 
 def test_data_outside_unit_interval_for_bernoulli_is_refused(tmp_path, monkeypatch):
-    from aevb.inference import DataBundle, Split
-
     import aevb.runs as runs
+    from aevb.inference import DataBundle, Split
 
     def fake_load(cfg, device, source=None):
         s = Split(torch.full((4, 1, 28, 28), 255.0), torch.zeros(4, dtype=torch.long))
@@ -177,3 +175,26 @@ def test_cuda_request_without_cuda_is_a_config_error(tmp_path):
         pytest.skip("CUDA is available here")
     with pytest.raises(ConfigError, match="CUDA is not available"):
         train(load_config(None, ["device=cuda"]), tmp_path / "run")
+
+
+def test_burda_schedule_stages_and_its_rates_reach_the_optimizer(tmp_path):
+    """lr·10^(-i/7) for 3^i passes, i = 0..7: 3280 passes; the run's metrics and its optimizer
+    carry each epoch's rate."""
+    from aevb.inference.training.schedules import SCHEDULES, burda_passes, burda_stage
+
+    assert burda_passes() == 3280 and burda_passes(1) == 4
+    assert [burda_stage(e) for e in (1, 2, 4, 5, 13, 14, 3280, 4000)] == [0, 1, 1, 2, 2, 3, 7, 7]
+    lr = SCHEDULES.get("burda")(1e-3)
+    assert lr(1) == 1e-3 and abs(lr(3280) - 1e-3 * 10 ** -1) < 1e-15
+    x = torch.bernoulli(torch.full((40, 1, 4, 4), 0.3))
+    import aevb
+
+    run = aevb.fit(aevb.VAE(x_shape=(1, 4, 4), z_dim=2, hidden_sizes=(8,)), data=x, epochs=5,
+                   evaluate=False, run_dir=tmp_path / "run",
+                   overrides=["optim.schedule=burda", "optim.eps=1e-4", "train.batch_size=20",
+                              "data.validation_size=0", "train.progress=false"])
+    assert [r["lr"] for r in run.metrics] == [lr(e) for e in range(1, 6)]
+    assert all("valid_elbo" not in r for r in run.metrics)  # no validation split asked for
+    state = aevb.runs.load_checkpoint(aevb.runs.latest_checkpoint(run.path))["optimizer"]
+    group = state["state"]["param_groups"][0]
+    assert group["lr"] == lr(5) and group["eps"] == 1e-4

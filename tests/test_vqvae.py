@@ -7,11 +7,11 @@ import math
 import pyro
 import pytest
 import torch
+
+from aevb.config import load_config
 from aevb.inference.objectives import build_objective
 from aevb.models import VQVAE, Batch
 from aevb.models.vqvae import GRID, CodePrior, perplexity
-
-from aevb.config import load_config
 from aevb.runs import train
 
 

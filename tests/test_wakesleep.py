@@ -8,6 +8,10 @@ import math
 import pyro
 import pytest
 import torch
+from pyro.infer import ReweightedWakeSleep as PyroRWS
+
+from aevb.builder import build_model
+from aevb.config import load_config
 from aevb.inference import Split
 from aevb.inference.errors import ConfigError
 from aevb.inference.evaluation.likelihood import importance_sampled
@@ -16,10 +20,6 @@ from aevb.inference.objectives.importance import ImportanceWeightedELBO
 from aevb.inference.objectives.wakesleep import ReweightedWakeSleep, dream
 from aevb.models import DLGM, Batch, LinearGaussianVAE, SigmoidBeliefNet
 from aevb.models.vae import VAE
-from pyro.infer import ReweightedWakeSleep as PyroRWS
-
-from aevb.builder import build_model
-from aevb.config import load_config
 from aevb.runs import objective_from_config
 
 
@@ -276,7 +276,6 @@ def test_sbn_and_dlgm_train_and_evaluate_through_the_trainer(fashion_dir, tmp_pa
     import json
 
     from aevb.inference.evaluation.likelihood import mean_elbo
-
     from aevb.runs import train
 
     cfg = load_config(None, [f"data.data_dir={fashion_dir}", "data.train_size=2000",

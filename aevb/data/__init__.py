@@ -9,7 +9,7 @@
 =================  ===============================================================
 
 :func:`load_data` reads a source, cuts the validation split from the training data where the
-source has none (``data.validation_size``: a count, or a fraction below 1), keeps the first
+source has none (``data.validation_size``: a count, a fraction below 1, or 0 for none), keeps the first
 ``train_size`` / ``test_size`` images where those are set, binarizes as configured and moves
 the splits to the device.
 """
@@ -47,6 +47,8 @@ def resolve_defaults(cfg, source: DataSource | None = None):
 
 def _validation_count(size, n: int) -> int:
     count = int(round(size * n)) if size < 1 else int(size)
+    if size == 0:
+        return 0
     if count < 1 or count >= n:
         raise DataError(f"data.validation_size={size} leaves {n - count} of {n} training "
                         f"observations for training and {count} for validation; give a count "
@@ -84,8 +86,9 @@ def load_data(cfg, device: torch.device | str = "cpu", source: DataSource | None
     train, valid, test = raw.train, raw.valid, raw.test
     if valid is None:
         count = _validation_count(cfg.validation_size, len(train))
-        n_train = len(train) - count
-        valid, train = train.take(slice(n_train, None)), train.take(slice(0, n_train))
+        if count:
+            n_train = len(train) - count
+            valid, train = train.take(slice(n_train, None)), train.take(slice(0, n_train))
     shapes = {tuple(p.x.shape[1:]) for p in (train, valid, test) if p is not None}
     if len(shapes) > 1:
         raise DataError(f"{raw.source}: the splits' observations differ in shape "
@@ -93,7 +96,7 @@ def load_data(cfg, device: torch.device | str = "cpu", source: DataSource | None
     if cfg.train_size is not None:
         train = train.take(slice(0, cfg.train_size))
     if cfg.test_size is not None:
-        valid = valid.take(slice(0, cfg.test_size))
+        valid = valid.take(slice(0, cfg.test_size)) if valid is not None else None
         test = test.take(slice(0, cfg.test_size)) if test is not None else None
     parts = {"train": train, "valid": valid, "test": test}
     if cfg.binarization != "none":
@@ -117,7 +120,7 @@ def load_data(cfg, device: torch.device | str = "cpu", source: DataSource | None
     description = {
         "dataset": cfg.name, "binarization": cfg.binarization,
         "x_shape": list(train.x.shape[1:]),
-        "num_train": len(train), "num_valid": len(valid),
+        "num_train": len(train), "num_valid": len(valid) if valid is not None else 0,
         "num_test": len(test) if test is not None else 0,
         "labels": train.y is not None,
         "subset": cfg.train_size is not None or cfg.test_size is not None,

@@ -74,9 +74,7 @@ def as_images(x: torch.Tensor, what: str) -> torch.Tensor:
                         f"{tuple(x.shape)}")
     if x.dtype == torch.uint8:
         x = x.float().div_(255.0)
-    elif x.dtype == torch.bool:
-        x = x.float()
-    elif x.is_floating_point():
+    elif x.dtype == torch.bool or x.is_floating_point():
         x = x.float()
     else:
         raise DataError(f"{what}: dtype {x.dtype} is not supported; give float32/float64 "

@@ -27,11 +27,12 @@ import re
 from dataclasses import dataclass
 
 import torch
+from pyro import poutine
+from pyro.poutine.subsample_messenger import _Subsample
+
 from aevb.inference.errors import ConfigError
 from aevb.inference.objectives import IncompatibleObjective, Objective, objective_for_model
 from aevb.models.base import Batch
-from pyro import poutine
-from pyro.poutine.subsample_messenger import _Subsample
 
 
 @dataclass

@@ -15,10 +15,11 @@ import math
 
 import pyro
 import torch
+from tqdm.auto import tqdm
+
 from aevb.inference.batching import Split
 from aevb.inference.objectives.importance import ImportanceWeightedELBO
 from aevb.models.base import LatentVariableModel, call_with_labels, for_evaluation
-from tqdm.auto import tqdm
 
 
 @torch.no_grad()

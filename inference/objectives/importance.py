@@ -21,11 +21,12 @@ from typing import NamedTuple
 
 import pyro
 import torch
-from aevb.models.base import DATA_PLATE
 from pyro import poutine
 from pyro.infer import ELBO
 from pyro.infer.enum import get_importance_trace
 from pyro.poutine.util import prune_subsample_sites
+
+from aevb.models.base import DATA_PLATE
 
 PARTICLE_PLATE = "num_particles_vectorized"
 

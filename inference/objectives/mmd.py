@@ -19,10 +19,11 @@ the batch. Under data-parallel training each rank's MMD is over its shard.
 from __future__ import annotations
 
 import torch
-from aevb.models.base import DATA_PLATE
 from pyro import poutine
 from pyro.infer import ELBO
 from pyro.poutine.subsample_messenger import _Subsample
+
+from aevb.models.base import DATA_PLATE
 
 
 def gaussian_kernel(a: torch.Tensor, b: torch.Tensor, bandwidth: float) -> torch.Tensor:

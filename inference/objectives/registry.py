@@ -43,6 +43,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
+from pyro import poutine
+from pyro.distributions import TorchDistribution
+from pyro.infer import ELBO, TraceEnum_ELBO, TraceGraph_ELBO
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.subsample_messenger import _Subsample
+from torch.distributions import kl_divergence
+
 from aevb.inference.objectives.annealing import WEIGHTABLE, KLWeight
 from aevb.inference.objectives.importance import ImportanceWeightedELBO, RenyiBound
 from aevb.inference.objectives.mmd import MMDObjective
@@ -50,12 +57,6 @@ from aevb.inference.objectives.syncfree import SyncFreeTrace_ELBO, SyncFreeTrace
 from aevb.inference.objectives.wakesleep import ReweightedWakeSleep
 from aevb.models.base import Batch, labels_of
 from aevb.models.registry import Registry
-from pyro import poutine
-from pyro.distributions import TorchDistribution
-from pyro.infer import ELBO, TraceEnum_ELBO, TraceGraph_ELBO
-from pyro.poutine.messenger import Messenger
-from pyro.poutine.subsample_messenger import _Subsample
-from torch.distributions import kl_divergence
 
 
 class NonReparameterized(TorchDistribution):

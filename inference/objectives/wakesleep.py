@@ -36,10 +36,11 @@ from __future__ import annotations
 from dataclasses import fields, replace
 
 import torch
-from aevb.inference.objectives.importance import ImportanceWeightedELBO
-from aevb.models.base import Batch
 from pyro import poutine
 from pyro.poutine.subsample_messenger import _Subsample
+
+from aevb.inference.objectives.importance import ImportanceWeightedELBO
+from aevb.models.base import Batch
 
 
 class ReweightedWakeSleep(ImportanceWeightedELBO):

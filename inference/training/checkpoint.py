@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from aevb.inference.errors import CheckpointError
 
 FORMAT = "aevb-checkpoint/1"

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+
 from aevb.inference.errors import ConfigError
 from aevb.models.base import Batch
 

@@ -30,13 +30,14 @@ from typing import Any
 import pyro
 import pyro.optim
 import torch
+from pyro.infer import SVI
+
 from aevb.inference.errors import ConfigError
 from aevb.inference.objectives import Objective
 from aevb.inference.training.distributed import SINGLE, DistContext
-from aevb.inference.training.optim import OPTIMIZERS, build_optimizer
+from aevb.inference.training.optim import OPTIMIZERS, build_optimizer, set_lr
 from aevb.models.base import Batch, LatentVariableModel
 from aevb.models.registry import Registry
-from pyro.infer import SVI
 
 
 class Engine:
@@ -49,8 +50,14 @@ class Engine:
     name = "engine"
 
     def __init__(self, model: LatentVariableModel, objective: Objective, optimizer: str,
-                 lr: float, weight_decay: float = 0.0, ctx: DistContext = SINGLE):
+                 lr: float, weight_decay: float = 0.0, ctx: DistContext = SINGLE,
+                 eps: float | None = None):
         self.model, self.objective, self.ctx = model, objective, ctx
+
+    def set_lr(self, lr: float) -> None:
+        """The learning rate from now on (a schedule's, at an epoch's start)."""
+        raise ConfigError(f"train.engine={self.name} has no learning-rate schedule; use "
+                          f"train.engine=fast")
 
     def step(self, *batches: Batch, weight: float = 1.0) -> torch.Tensor:
         """One update on ``weight`` times the sum of the objective over ``batches`` (M2 pairs an
@@ -110,8 +117,8 @@ class FastEngine(Engine):
 
     name = "fast"
 
-    def __init__(self, model, objective, optimizer, lr, weight_decay=0.0, ctx=SINGLE):
-        super().__init__(model, objective, optimizer, lr, weight_decay, ctx)
+    def __init__(self, model, objective, optimizer, lr, weight_decay=0.0, ctx=SINGLE, eps=None):
+        super().__init__(model, objective, optimizer, lr, weight_decay, ctx, eps)
         self.loss: torch.nn.Module = ObjectiveModule(model, objective)
         if ctx.active:
             from torch.nn.parallel import DistributedDataParallel
@@ -121,7 +128,7 @@ class FastEngine(Engine):
                 self.loss, device_ids=[ctx.local_rank] if on_gpu else None,
                 gradient_as_bucket_view=True)
         self.optimizer = build_optimizer(optimizer, model.parameters(), lr, weight_decay,
-                                         foreach=True)
+                                         foreach=True, eps=eps)
         # one process: no module hooks to run, so skip nn.Module.__call__'s dispatch
         self._loss = self.loss if ctx.active else self.loss.forward
 
@@ -134,6 +141,9 @@ class FastEngine(Engine):
 
     def epoch(self):
         return pyro.validation_enabled(False)
+
+    def set_lr(self, lr: float) -> None:
+        set_lr(self.optimizer, lr)
 
     def optimizer_state(self):
         return self.optimizer.state_dict()
@@ -154,14 +164,14 @@ class SVIEngine(Engine):
     name = "svi"
     prefix = "aevb"
 
-    def __init__(self, model, objective, optimizer, lr, weight_decay=0.0, ctx=SINGLE):
-        super().__init__(model, objective, optimizer, lr, weight_decay, ctx)
+    def __init__(self, model, objective, optimizer, lr, weight_decay=0.0, ctx=SINGLE, eps=None):
+        super().__init__(model, objective, optimizer, lr, weight_decay, ctx, eps)
         if ctx.active:
             raise ConfigError("train.engine=svi trains in one process; data-parallel training "
                               "(torchrun) uses train.engine=fast")
         pyro.clear_param_store()  # pyro.module would otherwise reuse another run's tensors
-        self.optim = pyro.optim.PyroOptim(OPTIMIZERS.get(optimizer),
-                                          {"lr": lr, "weight_decay": weight_decay})
+        args = {"lr": lr, "weight_decay": weight_decay} | ({} if eps is None else {"eps": eps})
+        self.optim = pyro.optim.PyroOptim(OPTIMIZERS.get(optimizer), args)
 
         def registered(fn):
             def call(*args, **kwargs):
@@ -199,7 +209,8 @@ class SVIEngine(Engine):
 
 
 def build_engine(name: str, model: LatentVariableModel, objective: Objective, optimizer: str,
-                 lr: float, weight_decay: float = 0.0, ctx: DistContext = SINGLE) -> Engine:
+                 lr: float, weight_decay: float = 0.0, ctx: DistContext = SINGLE,
+                 eps: float | None = None) -> Engine:
     """The engine registered as ``name`` (``fast`` or ``svi``), data-parallel over the ranks of
-    ``ctx`` where it has more than one."""
-    return ENGINES.get(name)(model, objective, optimizer, lr, weight_decay, ctx)
+    ``ctx`` where it has more than one; ``eps`` is the optimizer's ε (``None``: torch's)."""
+    return ENGINES.get(name)(model, objective, optimizer, lr, weight_decay, ctx, eps)

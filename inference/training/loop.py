@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from pyro import poutine
+from tqdm.auto import tqdm
+
 from aevb.inference.batching import Split
 from aevb.inference.errors import ConfigError, DataError
 from aevb.inference.evaluation.likelihood import mean_elbo
@@ -31,8 +34,6 @@ from aevb.inference.objectives import (
     objective_for_model,
 )
 from aevb.models.base import Batch
-from pyro import poutine
-from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import save_checkpoint
@@ -187,6 +188,9 @@ class LoopOptions:
     :param batch_size: M, the global minibatch size.
     :param seed: the seed data-parallel ranks derive their noise streams from.
     :param keep_checkpoints: newest checkpoints kept in ``run_dir/checkpoints``.
+    :param lr_at: the learning rate of each epoch (a schedule of
+        :mod:`~aevb.inference.training.schedules`), set at the epoch's start; ``None`` leaves the
+        optimizer's.
     """
 
     epochs: int
@@ -195,16 +199,18 @@ class LoopOptions:
     keep_checkpoints: int = 2
     tensorboard: bool = True
     seed: int = 0
+    lr_at: Callable[[int], float] | None = None
 
 
-def run_epochs(model, objective: Objective, engine: Engine, train: Split, valid: Split,
+def run_epochs(model, objective: Objective, engine: Engine, train: Split, valid: Split | None,
                run_dir: Path | None, options: LoopOptions, *, start_epoch: int = 0,
                schedule: KLSchedule | None = None, record: dict | None = None,
                row_info: dict | None = None, ctx: DistContext = SINGLE) -> list[dict]:
     """Train from ``start_epoch`` + 1 to ``options.epochs``; after each epoch (on the main rank)
-    append the metrics row (``row_info``, the epoch's figures, the validation ELBO) to
-    ``run_dir/metrics.jsonl`` and write a checkpoint holding ``record`` (the run's config).
-    Returns every metrics row of the run. With ``run_dir=None`` nothing is written."""
+    append the metrics row (``row_info``, the epoch's figures, the validation ELBO where there
+    is a ``valid`` split) to ``run_dir/metrics.jsonl`` and write a checkpoint holding
+    ``record`` (the run's config). Returns every metrics row of the run. With ``run_dir=None``
+    nothing is written."""
     schedule = schedule or KLSchedule()
     metrics = None
     if ctx.is_main and run_dir is not None:
@@ -217,6 +223,9 @@ def run_epochs(model, objective: Objective, engine: Engine, train: Split, valid:
             distributed.seed_epoch(options.seed, epoch, ctx)
             shuffle = distributed.shuffle_generator(options.seed, epoch)
         row = {"epoch": epoch, **(row_info or {}), "ranks": ctx.world_size}
+        if options.lr_at is not None:
+            row["lr"] = options.lr_at(epoch)
+            engine.set_lr(row["lr"])
         row |= train_epoch(model, engine, train, options.batch_size,
                            options.progress and ctx.is_main,
                            desc=f"epoch {epoch}/{options.epochs}", ctx=ctx, shuffle=shuffle,
@@ -225,11 +234,13 @@ def run_epochs(model, objective: Objective, engine: Engine, train: Split, valid:
             row["kl_weight"] = objective.kl_weight.weight
         if not ctx.is_main:  # ranks other than 0 go on to the next epoch's first all-reduce
             continue
-        row["valid_elbo"] = mean_elbo(model, valid)
+        if valid is not None:
+            row["valid_elbo"] = mean_elbo(model, valid)
         rows.append(row)
         if metrics is not None:
             metrics.append(row)
             save_checkpoint(run_dir, epoch, model, engine, record or {}, options.keep_checkpoints)
-        log.info("epoch %d: train %s %.2f, valid ELBO %.2f nats, %.1f s", epoch,
-                 objective.name, row["train_objective"], row["valid_elbo"], row["seconds"])
+        log.info("epoch %d: train %s %.2f, valid ELBO %s nats, %.1f s", epoch, objective.name,
+                 row["train_objective"], f"{row['valid_elbo']:.2f}" if valid is not None
+                 else "(no validation split)", row["seconds"])
     return metrics.rows() if metrics is not None else rows

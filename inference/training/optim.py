@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
+
 from aevb.models.registry import Registry
 
 OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
@@ -14,7 +15,16 @@ OPTIMIZERS.register("adagrad")(torch.optim.Adagrad)
 
 
 def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float,
-                    weight_decay: float = 0.0, foreach: bool | None = None) -> torch.optim.Optimizer:
+                    weight_decay: float = 0.0, foreach: bool | None = None,
+                    eps: float | None = None) -> torch.optim.Optimizer:
     """``foreach=True`` updates all parameters with multi-tensor kernels (one call per step
-    instead of one per parameter); ``None`` leaves torch's default (foreach on CUDA only)."""
-    return OPTIMIZERS.get(name)(params, lr=lr, weight_decay=weight_decay, foreach=foreach)
+    instead of one per parameter); ``None`` leaves torch's default (foreach on CUDA only).
+    ``eps``: the optimizer's ε (``None``: torch's default)."""
+    extra = {} if eps is None else {"eps": eps}
+    return OPTIMIZERS.get(name)(params, lr=lr, weight_decay=weight_decay, foreach=foreach, **extra)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every parameter group's learning rate (what the checkpointed state then records)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -1,0 +1,186 @@
+"""Burda, Grosse & Salakhutdinov (2016), Table 1 on MNIST: VAE and IWAE, one and two stochastic
+layers, with their architectures and their schedule, against the published negative
+log-likelihoods.
+
+Every row trains on the 60,000 dynamically binarized MNIST training images (no validation
+split, as the paper) at batch 20 with Adam (β = (0.9, 0.999), ε = 1e-4) and the paper's
+learning rate, 1e-3·10^(−i/7) for 3^i passes, i = 0..``--stages`` (all eight stages, 3280
+passes, by default; fewer stages is a stated shorter budget), then is evaluated on the full
+10,000-image test set: −log p(x) by importance sampling with k = 5000, and active units
+(Cov_x E_q[u] > 0.01). One layer: 784-200-200-z50 (tanh); two layers:
+784-200-200-z100-100-100-z50.
+
+Each row is an ordinary aevb run folder under ``--out``/runs; a checkpoint is written after
+every pass and an interrupted row resumes from it, so the same command continues the work in
+the next sitting. The default ``--out`` is tracked by git, newest checkpoint included (a few
+MB a row), so a sitting on a fresh checkout resumes too. The table (``burda.md``, ``burda.csv``) is rewritten after every row, and
+``--table`` writes it from whatever is there (passes done so far for unfinished rows).
+
+    python benchmarks/burda.py --data-dir ../shared/data/mnist                # vae1, iwae1_k5
+    python benchmarks/burda.py --rows vae2,iwae2_k5 --stages 4 --data-dir ...  # 121 passes
+    python benchmarks/burda.py --table --data-dir ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ONE_LAYER = ["model=vae", "model.hidden_sizes=[200, 200]", "model.z_dim=50",
+             "model.activation=tanh"]
+TWO_LAYERS = ["model=dlgm", "model.options={z_dims: [100, 50], "
+              "layer_hidden: [[200, 200], [100, 100]]}"]
+
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    overrides: list[str]
+    paper_nll: float  # Burda et al. (2016), Table 1, k=5000 test NLL
+
+
+ROWS = [
+    Row("vae1", "1 layer, VAE (k=1)", [*ONE_LAYER, "elbo=elbo"], 86.76),
+    Row("iwae1_k5", "1 layer, IWAE k=5", [*ONE_LAYER, "elbo=iwae", "num_particles=5"], 85.54),
+    Row("iwae1_k50", "1 layer, IWAE k=50", [*ONE_LAYER, "elbo=iwae", "num_particles=50"], 84.78),
+    Row("vae2", "2 layers, VAE (k=1)", [*TWO_LAYERS, "elbo=elbo"], 85.33),
+    Row("iwae2_k5", "2 layers, IWAE k=5", [*TWO_LAYERS, "elbo=iwae", "num_particles=5"], 83.89),
+    Row("iwae2_k50", "2 layers, IWAE k=50", [*TWO_LAYERS, "elbo=iwae", "num_particles=50"],
+        82.90),
+]
+ROW_KEYS = [r.key for r in ROWS]
+
+
+def passes(stages: int) -> int:
+    from aevb.inference.training.schedules import burda_passes
+
+    return burda_passes(stages - 1)
+
+
+def row_dir(row: Row, args) -> Path:
+    return args.out / "runs" / f"{row.key}-stages{args.stages}"
+
+
+def row_config(row: Row, args):
+    from aevb.config import load_config
+
+    overrides = [
+        "data.name=mnist", "data.binarization=dynamic", "data.validation_size=0",
+        "train.batch_size=20", "optim.name=adam", "optim.lr=1e-3", "optim.eps=1e-4",
+        "optim.schedule=burda", f"train.epochs={passes(args.stages)}", "train.keep_checkpoints=1",
+        f"eval.num_samples={args.samples}", f"device={args.device}", "seed=0",
+        f"train.progress={'true' if args.progress else 'false'}", "train.tensorboard=false",
+        *row.overrides,
+    ]
+    if args.data_dir:
+        overrides.append(f"data.data_dir={args.data_dir}")
+    if args.train_size:
+        overrides.append(f"data.train_size={args.train_size}")
+    if args.test_size:
+        overrides.append(f"data.test_size={args.test_size}")
+    return load_config(None, overrides)
+
+
+def run_row(row: Row, args) -> None:
+    """Train and evaluate one row into its run folder, resuming where it stopped."""
+    from aevb.inference.training import list_checkpoints
+    from aevb.runs import train
+
+    run_dir = row_dir(row, args)
+    if (run_dir / "evaluation.json").is_file():
+        return
+    resume = run_dir.is_dir() and bool(list_checkpoints(run_dir))
+    print(f"[burda] {row.label}: {'resuming' if resume else 'training'} in {run_dir}", flush=True)
+    train(row_config(row, args), run_dir, resume=resume)
+
+
+def row_figures(row: Row, args) -> dict:
+    run_dir = row_dir(row, args)
+    out = {"row": row.key, "label": row.label, "paper_nll": row.paper_nll,
+           "budget": passes(args.stages)}
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file():
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        out |= {"passes": len(rows), "hours": sum(r["seconds"] for r in rows) / 3600,
+                "train_objective": rows[-1]["train_objective"] if rows else None}
+    evaluation = run_dir / "evaluation.json"
+    if evaluation.is_file():
+        ev = json.loads(evaluation.read_text())
+        out |= {"nll": -ev["log_likelihood"], "stderr": ev["log_likelihood_stderr"],
+                "elbo": ev["elbo"], "active_units": ev["active_units"],
+                "num_images": ev["num_images"], "num_samples": ev["num_samples"]}
+        out["minus_paper"] = out["nll"] - row.paper_nll
+    return out
+
+
+def write_table(results: list[dict], args) -> str:
+    fields = ["row", "label", "paper_nll", "nll", "stderr", "minus_paper", "elbo",
+              "active_units", "passes", "budget", "hours", "train_objective", "num_images",
+              "num_samples"]
+    with open(args.out / "burda.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(results)
+    subset = " (SUBSET: smoke settings)" if args.train_size or args.test_size else ""
+    lines = [
+        f"MNIST{subset}, dynamic binarization, {args.train_size or 60000} training images, batch "
+        f"20, Adam (ε = 1e-4), Burda et al.'s schedule for stages 0..{args.stages - 1} "
+        f"({passes(args.stages)} passes); test −log p(x) by importance sampling with "
+        f"k={args.samples} on {args.test_size or 10000} test images; seed 0.",
+        "", "| model | paper NLL | aevb NLL (± s.e.) | aevb − paper | test ELBO | active units "
+        "| passes | hours |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        done = f"{r.get('passes', 0)}/{r['budget']}"
+        hours = f"{r['hours']:.1f}" if "hours" in r else ""
+        if "nll" not in r:
+            lines.append(f"| {r['label']} | {r['paper_nll']:.2f} | running | | | | {done} | "
+                         f"{hours} |")
+            continue
+        lines.append(f"| {r['label']} | {r['paper_nll']:.2f} | {r['nll']:.2f} ± {r['stderr']:.2f} "
+                     f"| {r['minus_paper']:+.2f} | {r['elbo']:.2f} | {r['active_units']} | "
+                     f"{done} | {hours} |")
+    text = "\n".join(lines) + "\n"
+    (args.out / "burda.md").write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", default="vae1,iwae1_k5",
+                        help=f"comma-separated rows out of {','.join(ROW_KEYS)}")
+    parser.add_argument("--stages", type=int, default=8,
+                        help="stages of the schedule (8 = the paper's 3280 passes)")
+    parser.add_argument("--samples", type=int, default=5000, help="k of the IS log-likelihood")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "burda",
+                        help="results folder (default: benchmarks/results/burda, tracked by "
+                             "git with its newest checkpoints, so the next sitting resumes)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files")
+    parser.add_argument("--train-size", type=int, default=None, help="smoke tests only")
+    parser.add_argument("--test-size", type=int, default=None, help="smoke tests only")
+    parser.add_argument("--table", action="store_true", help="only write the table")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    args = parser.parse_args(argv)
+    chosen = [k.strip() for k in args.rows.split(",") if k.strip()]
+    unknown = sorted(set(chosen) - set(ROW_KEYS))
+    if unknown:
+        parser.error(f"unknown rows {', '.join(unknown)}; rows: {', '.join(ROW_KEYS)}")
+    if not 1 <= args.stages <= 8:
+        parser.error("--stages: 1 to 8 (the paper's schedule has eight stages)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = [r for r in ROWS if r.key in chosen]
+    if not args.table:
+        for row in rows:
+            run_row(row, args)
+            print(write_table([row_figures(r, args) for r in rows], args), flush=True)
+    print(write_table([row_figures(r, args) for r in rows], args), end="")
+
+
+if __name__ == "__main__":
+    main()
