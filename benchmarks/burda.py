@@ -13,8 +13,9 @@ passes, by default; fewer stages is a stated shorter budget), then is evaluated 
 Each row is an ordinary aevb run folder under ``--out``/runs; a checkpoint is written after
 every pass and an interrupted row resumes from it, so the same command continues the work in
 the next sitting. The default ``--out`` is tracked by git, newest checkpoint included (a few
-MB a row), so a sitting on a fresh checkout resumes too. The table (``burda.md``, ``burda.csv``) is rewritten after every row, and
-``--table`` writes it from whatever is there (passes done so far for unfinished rows).
+MB a row), so a sitting on a fresh checkout resumes too. The table (``burda.md``,
+``burda.csv``) is rewritten after every row, and ``--table`` writes it from whatever is there
+(passes done so far for unfinished rows).
 
     python benchmarks/burda.py --data-dir ../shared/data/mnist                # vae1, iwae1_k5
     python benchmarks/burda.py --rows vae2,iwae2_k5 --stages 4 --data-dir ...  # 121 passes
