@@ -33,7 +33,7 @@ from aevb.models.spec import ModelSpec
 from aevb.models.spec.schema import to_dict as spec_to_dict
 
 from . import runs
-from .config import Config, load_config
+from .config import Config, ModelConfig, load_config
 from .data import DATASETS, InMemory, evaluation_part, from_object
 
 #: keyword arguments of :func:`fit` and the config keys they set
@@ -179,11 +179,12 @@ def fit(model="vae", data=None, *, elbo: str | None = None,
     if spec is not None:
         cfg = replace(cfg, model=replace(cfg.model, spec=spec))
     if model_object is not None:
-        set_keys = [k for k, v in vars(cfg.model).items()
-                    if k not in ("name", "options") and v is not None]
-        if set_keys or cfg.model.options:
-            raise ConfigError(f"model.{(set_keys or ['options'])[0]} is set, but the model is an "
-                              f"object: give its settings to its constructor")
+        # the object is built already: a config file's model section does not apply to it
+        named = [o.split("=", 1)[0] for o in overrides if o.startswith("model.")]
+        if named:
+            raise ConfigError(f"{named[0]} is set, but the model is an object: give its "
+                              f"settings to its constructor")
+        cfg = replace(cfg, model=ModelConfig(name=runs.object_name(model_object)))
     if run_path is None:
         run_path = runs.default_run_dir(re.split(r"[:/.]", runs.model_label(cfg))[-1])
     trained = runs.execute(cfg, run_path, resume=resume, model=model_object,

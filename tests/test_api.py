@@ -202,3 +202,14 @@ def test_meanfield_refusal_names_the_mixture_prior(tmp_path):
                                                r"is a mixture\)"):
         aevb.fit(MoGPriorVAE(), data=binary(50), elbo="meanfield", epochs=1, overrides=TINY,
                  run_dir=tmp_path / "run")
+
+
+def test_a_model_object_takes_a_shipped_config_without_its_model_section(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.bernoulli(torch.full((60, 1, 4, 4), 0.3), generator=gen)
+    model = aevb.VAE(x_shape=(1, 4, 4), z_dim=2, hidden_sizes=(8,))
+    run = aevb.fit(model, data=x, config="vae_fashion", epochs=1, evaluate=False,
+                   overrides=[*TINY, "data.validation_size=0.2"], run_dir=tmp_path / "run")
+    assert run.config.model.z_dim is None and run.config.optim.lr == 1e-3
+    with pytest.raises(aevb.ConfigError, match="model.z_dim is set, but the model is an object"):
+        aevb.fit(model, data=x, overrides=["model.z_dim=3"], run_dir=tmp_path / "r2")
