@@ -170,7 +170,7 @@ def execute(cfg: Config, run_dir: Path, *, resume: bool = False, checkpoint: Pat
     else:
         model = adopt(model)
     model = model.to(device)
-    check_data(model, [data.train, data.valid, data.test])
+    check_data(model, [data.train, data.valid, data.test], data.source)
     note = likelihood_note(cfg)
     if note and ctx.is_main:
         warnings.warn(note, stacklevel=2)

@@ -174,6 +174,11 @@ def test_array_file_errors_name_the_file(tmp_path):
     with pytest.raises(DataError, match="no training data; name it 'x'"):
         load_data(DataConfig(name="array", path=str(tmp_path / "k.npz")))
     np.save(tmp_path / "wide.npy", np.full((10, 3), 2.0))
+    from aevb.cli import main
+
+    assert main(["train", "--data", str(tmp_path / "wide.npy"), "--run-dir",
+                 str(tmp_path / "run"), "--no-progress"]) == 2  # Bernoulli needs [0, 1]
+    assert not (tmp_path / "run").exists()
     with pytest.raises(DataError, match="cannot be binarized"):
         load_data(DataConfig(name="array", path=str(tmp_path / "wide.npy"),
                              binarization="static"))

@@ -56,8 +56,9 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def check_data(model, splits) -> None:
-    """``model.check_data`` (where the model has one) on every split's observations."""
+def check_data(model, splits, source: str | None = None) -> None:
+    """``model.check_data`` (where the model has one) on every split's observations; the error
+    names ``source`` (the data's file or folder) where it is given."""
     check = getattr(model, "check_data", None)
     if check is None:
         return
@@ -66,7 +67,7 @@ def check_data(model, splits) -> None:
             if split is not None:
                 check(split.x)
     except ValueError as exc:
-        raise DataError(str(exc)) from None
+        raise DataError(f"{source}: {exc}" if source else str(exc)) from None
 
 
 def check_scaling(model, batch: Batch) -> None:
