@@ -187,7 +187,8 @@ def _experiment(args) -> int:
     cfg = ExperimentConfig(
         dataset=args.dataset, labels=ints(args.labels), seeds=args.seeds, epochs=args.epochs,
         methods=[m for m in args.methods.split(",") if m], batch_size=args.batch_size, lr=args.lr,
-        alpha=args.alpha, labelled_weight=args.labelled_weight, m1_epochs=args.m1_epochs,
+        alpha=args.alpha, labelled_weight=args.labelled_weight,
+        labelled_batches=args.labelled_batches, m1_epochs=args.m1_epochs,
         binarization=args.binarization,
         train_size=args.train_size, test_size=args.test_size, data_dir=args.data_dir,
         device=args.device or "auto")
@@ -311,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--labelled-weight", default="paper", choices=["paper", "balanced"],
                     help="labelled images' weight in the generative term: paper (N_labelled, eq. "
                     "9) or balanced (as if replicated to the unlabelled set's size)")
+    ss.add_argument("--labelled-batches", default="every-step",
+                    choices=["every-step", "once-per-epoch"],
+                    help="a labelled batch with every unlabelled one (recycling the labelled set),"
+                    " or each labelled image once per epoch, spread over the epoch and scaled so "
+                    "an epoch's expected objective is the same (Pyro's ss_vae_M2)")
     ss.add_argument("--m1-epochs", type=int, help="epochs of M1 (default: --epochs)")
     ss.add_argument("--binarization", default="dynamic", choices=["dynamic", "static", "none"])
     ss.add_argument("--train-size", type=int, help="first n training images only (quick runs)")

@@ -89,11 +89,18 @@ def recycled(split: Split, batch_size: int, num_data: int | None = None) -> Iter
             yield b if num_data is None else Batch(b.x, b.y, b.index, num_data)
 
 
-def paired_batches(unlabelled: Split, labelled_stream: Iterator[Batch], batch_size: int
-                   ) -> Iterator[tuple[Batch, Batch]]:
-    """Each unlabelled batch (labels removed) once, each with the next labelled batch."""
-    for b in unlabelled.batches(batch_size, shuffle=True, scaled=True):
-        yield Batch(b.x, None, b.index, b.num_data), next(labelled_stream)
+def paired_batches(unlabelled: Split, labelled_stream: Iterator[Batch], batch_size: int,
+                   labelled_steps: int | None = None) -> Iterator[tuple[Batch, Batch | None]]:
+    """Each unlabelled batch (labels removed) once, each with the next labelled batch; with
+    ``labelled_steps`` = K only K of the steps, spread evenly over the epoch, carry one (the
+    others ``None``)."""
+    steps = math.ceil(len(unlabelled) / batch_size)
+    every = 1 if labelled_steps is None else max(1, steps // labelled_steps)
+    given = 0
+    for i, b in enumerate(unlabelled.batches(batch_size, shuffle=True, scaled=True)):
+        carry = labelled_steps is None or (i % every == 0 and given < labelled_steps)
+        given += carry
+        yield Batch(b.x, None, b.index, b.num_data), next(labelled_stream) if carry else None
 
 
 @dataclass
@@ -148,6 +155,7 @@ class Settings:
     lr: float = 1e-3
     alpha: float = 0.1  # alpha = alpha * N (Kingma et al. 2014, section 3.1.2)
     labelled_weight: str = "paper"  # see LABELLED_WEIGHTS
+    labelled_batches: str = "every-step"  # see LABELLED_BATCHES
 
 
 # How much the labelled images weigh in the generative part of the objective: the N that a
@@ -161,11 +169,40 @@ LABELLED_WEIGHTS = {
 }
 
 
-def labelled_num_data(data: SemiData, settings: Settings) -> int:
+# How often a step carries a labelled batch. "every-step": each unlabelled batch is paired with
+# the next batch of the recycled labelled set. "once-per-epoch" (Pyro's ss_vae_M2 example):
+# each labelled image once per epoch, its batches spread evenly over the epoch's steps and
+# scaled up by steps / labelled steps, so that an epoch's expected objective is the same.
+LABELLED_BATCHES = ("every-step", "once-per-epoch")
+
+
+def labelled_steps(data: SemiData, settings: Settings) -> int | None:
+    """Steps per epoch that carry a labelled batch (``None``: every step)."""
+    if settings.labelled_batches not in LABELLED_BATCHES:
+        raise ConfigError(f"--labelled-batches {settings.labelled_batches!r}: choose one of "
+                          f"{', '.join(LABELLED_BATCHES)}")
+    if settings.labelled_batches == "every-step":
+        return None
+    return math.ceil(len(data.labelled) / min(settings.batch_size, len(data.labelled)))
+
+
+def labelled_weight(data: SemiData, settings: Settings) -> int:
+    """N_l of :data:`LABELLED_WEIGHTS`: what the labelled images weigh in an epoch."""
     if settings.labelled_weight not in LABELLED_WEIGHTS:
         raise ConfigError(f"--labelled-weight {settings.labelled_weight!r}: choose one of "
                           f"{', '.join(LABELLED_WEIGHTS)}")
     return LABELLED_WEIGHTS[settings.labelled_weight](data)
+
+
+def labelled_num_data(data: SemiData, settings: Settings) -> int:
+    """The N of the labelled batches' N/M scale: N_l (:func:`labelled_weight`), times the steps
+    per labelled step under ``once-per-epoch``."""
+    n = labelled_weight(data, settings)
+    k = labelled_steps(data, settings)
+    if k is None:
+        return n
+    steps = math.ceil(len(data.unlabelled) / settings.batch_size)
+    return round(n * steps / min(k, steps))
 
 
 class Method:
@@ -197,13 +234,14 @@ METHODS: Registry[type[Method]] = Registry("method")
 
 
 def m2_spec(name: str, data: SemiData, settings: Settings) -> dict:
-    """The M2 spec with aux_weight = alpha * N / N_l, N_l the labelled batches' N
-    (:data:`LABELLED_WEIGHTS`): the paper's alpha * N times the labelled mean of log q(y|x)
-    becomes a per-labelled-image weight under the labelled batches' N_l/M scaling, whichever
-    ``labelled_weight`` is chosen."""
+    """The M2 spec with aux_weight = alpha * N / N_l, N_l of :func:`labelled_weight`: the
+    paper's alpha * N times the labelled mean of log q(y|x) becomes a per-labelled-image weight
+    under the labelled batches' N_l/M scaling, whichever ``labelled_weight`` is chosen (under
+    ``once-per-epoch`` the scale's extra steps factor applies to it as to the labelled ELBO, so
+    an epoch's expected objective is unchanged)."""
     spec = to_dict(load_spec(shipped_spec(name)))
     spec["sometimes_observed"]["y"]["posterior"]["aux_weight"] = \
-        settings.alpha * data.num_train / labelled_num_data(data, settings)
+        settings.alpha * data.num_train / labelled_weight(data, settings)
     return spec
 
 
@@ -231,9 +269,11 @@ class M2(Method):
         self.module.train()
         total, steps = torch.zeros((), device=self.data.unlabelled.x.device), 0
         with self.optimizer.epoch():
-            for unlabelled, labelled in paired_batches(self.data.unlabelled, self.labelled_stream,
-                                                       self.settings.batch_size):
-                total += self.optimizer.step(unlabelled, labelled)
+            for unlabelled, labelled in paired_batches(
+                    self.data.unlabelled, self.labelled_stream, self.settings.batch_size,
+                    labelled_steps(self.data, self.settings)):
+                batches = (unlabelled,) if labelled is None else (unlabelled, labelled)
+                total += self.optimizer.step(*batches)
                 steps += 1
         if not math.isfinite(float(total)):
             raise FloatingPointError("M2 training diverged (the objective is not finite); "

@@ -48,6 +48,29 @@ def test_each_unlabelled_image_once_per_epoch_with_recycled_labelled_batches():
     assert sorted(seen) == list(range(40))
 
 
+def test_labelled_batches_once_per_epoch_spread_and_scaled_to_the_same_expected_objective():
+    """Pyro's schedule: each labelled image once per epoch; its batches' N/M scale grows by
+    steps / labelled steps, and so does the classification term (its aux weight per image is
+    unchanged), so an epoch's expected objective equals every-step's."""
+    x = torch.rand(60, 1, 28, 28)
+    data = SemiData(Split(x[:10], torch.arange(10)), Split(x[10:], torch.zeros(50).long()),
+                    Split(x[:5], torch.arange(5)), Split(x[:5], torch.arange(5)))
+    every = Settings(alpha=0.1, batch_size=5)
+    once = Settings(alpha=0.1, batch_size=5, labelled_batches="once-per-epoch")
+    stream = Method(data, once).labelled_stream
+    from aevb.inference.semisupervised import labelled_steps
+
+    assert labelled_steps(data, every) is None and labelled_steps(data, once) == 2
+    pairs = list(paired_batches(data.unlabelled, stream, 5, labelled_steps(data, once)))
+    assert len(pairs) == 10 and [i for i, (_, b) in enumerate(pairs) if b is not None] == [0, 5]
+    assert all(b.num_data == 10 * 10 // 2 for _, b in pairs if b is not None)  # N_l * 10 / 2
+    aux = {s.labelled_batches: m2_spec("m2", data, s)["sometimes_observed"]["y"]["posterior"]
+           ["aux_weight"] for s in (every, once)}
+    assert aux["every-step"] == aux["once-per-epoch"]
+    with pytest.raises(ConfigError, match="--labelled-batches 'twice'"):
+        Method(data, Settings(labelled_batches="twice"))
+
+
 def test_m2_classification_weight_is_alpha_times_n_per_labelled_mean():
     x = torch.rand(60, 1, 28, 28)
     data = SemiData(Split(x[:10], torch.arange(10)), Split(x[10:], torch.zeros(50).long()),

@@ -72,6 +72,7 @@ class ExperimentConfig:
     lr: float = 1e-3
     alpha: float = 0.1
     labelled_weight: str = "paper"
+    labelled_batches: str = "every-step"
     m1_epochs: int | None = None  # default: epochs
     binarization: str = "dynamic"
     train_size: int | None = None
@@ -236,7 +237,8 @@ class Experiment:
         if METHODS.get(method_name).on_m1_features:
             data = m1_features(self.m1(seed), data, seed)
         torch.manual_seed(seed)
-        settings = Settings(self.cfg.batch_size, self.cfg.lr, self.cfg.alpha, self.cfg.labelled_weight)
+        settings = Settings(self.cfg.batch_size, self.cfg.lr, self.cfg.alpha,
+                            self.cfg.labelled_weight, self.cfg.labelled_batches)
         method: Method = METHODS.get(method_name)(data, settings)
         state = {"best_valid": -1.0, "best_epoch": 0, "test_at_best": 0.0, "seconds": 0.0}
         start = 0
