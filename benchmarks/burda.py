@@ -140,7 +140,8 @@ def write_table(results: list[dict], args) -> str:
         done = f"{r.get('passes', 0)}/{r['budget']}"
         hours = f"{r['hours']:.1f}" if "hours" in r else ""
         if "nll" not in r:
-            lines.append(f"| {r['label']} | {r['paper_nll']:.2f} | running | | | | {done} | "
+            state = "training" if r.get("passes") else "not started"
+            lines.append(f"| {r['label']} | {r['paper_nll']:.2f} | {state} | | | | {done} | "
                          f"{hours} |")
             continue
         lines.append(f"| {r['label']} | {r['paper_nll']:.2f} | {r['nll']:.2f} ± {r['stderr']:.2f} "
