@@ -33,7 +33,7 @@ from aevb.models.spec import ModelSpec
 from aevb.models.spec.schema import to_dict as spec_to_dict
 
 from . import runs
-from .config import Config, ModelConfig, load_config
+from .config import Config, ModelConfig, load_config, to_dict
 from .data import DATASETS, InMemory, evaluation_part, from_object
 
 #: keyword arguments of :func:`fit` and the config keys they set
@@ -173,7 +173,7 @@ def fit(model="vae", data=None, *, elbo: str | None = None,
         saved = runs.load_checkpoint(runs.latest_checkpoint(run_path))["config"]
         cfg = load_config(None, items, base=saved, data_source=source)
     elif isinstance(config, Config):
-        cfg = load_config(None, items, base=_as_dict(config), data_source=source)
+        cfg = load_config(None, items, base=to_dict(config), data_source=source)
     else:
         cfg = load_config(config, items, data_source=source)
     if spec is not None:
@@ -190,12 +190,6 @@ def fit(model="vae", data=None, *, elbo: str | None = None,
     trained = runs.execute(cfg, run_path, resume=resume, model=model_object,
                            data_source=source, final_evaluation=evaluate)
     return Run(trained)
-
-
-def _as_dict(cfg: Config) -> dict:
-    from .config import to_dict
-
-    return to_dict(cfg)
 
 
 def load(path: str | Path, model=None, data=None, *, trust_code: bool = False,

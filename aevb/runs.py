@@ -176,8 +176,7 @@ def execute(cfg: Config, run_dir: Path, *, resume: bool = False, checkpoint: Pat
         warnings.warn(note, stacklevel=2)
     schedule = KLSchedule(cfg.kl.beta, cfg.kl.warmup_epochs)
     objective = objective_from_config(cfg, model, next((data.valid or data.train).batches(2)))
-    with torch.random.fork_rng(devices=[]):
-        check_scaling(model, next(data.train.batches(cfg.train.batch_size, scaled=True)))
+    check_scaling(model, data.train, cfg.train.batch_size)
     engine = build_engine(cfg.train.engine, model, objective, cfg.optim.name, cfg.optim.lr,
                           cfg.optim.weight_decay, ctx, cfg.optim.eps)
     start_epoch = 0

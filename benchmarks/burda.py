@@ -30,6 +30,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from zoo import run_settings, train_or_resume  # the sibling script's row runner
+
 ROOT = Path(__file__).resolve().parents[1]
 
 ONE_LAYER = ["model=vae", "model.hidden_sizes=[200, 200]", "model.z_dim=50",
@@ -75,30 +77,14 @@ def row_config(row: Row, args):
         "data.name=mnist", "data.binarization=dynamic", "data.validation_size=0",
         "train.batch_size=20", "optim.name=adam", "optim.lr=1e-3", "optim.eps=1e-4",
         "optim.schedule=burda", f"train.epochs={passes(args.stages)}", "train.keep_checkpoints=1",
-        f"eval.num_samples={args.samples}", f"device={args.device}", "seed=0",
-        f"train.progress={'true' if args.progress else 'false'}", "train.tensorboard=false",
-        *row.overrides,
+        *run_settings(args), *row.overrides,
     ]
-    if args.data_dir:
-        overrides.append(f"data.data_dir={args.data_dir}")
-    if args.train_size:
-        overrides.append(f"data.train_size={args.train_size}")
-    if args.test_size:
-        overrides.append(f"data.test_size={args.test_size}")
     return load_config(None, overrides)
 
 
 def run_row(row: Row, args) -> None:
     """Train and evaluate one row into its run folder, resuming where it stopped."""
-    from aevb.inference.training import list_checkpoints
-    from aevb.runs import train
-
-    run_dir = row_dir(row, args)
-    if (run_dir / "evaluation.json").is_file():
-        return
-    resume = run_dir.is_dir() and bool(list_checkpoints(run_dir))
-    print(f"[burda] {row.label}: {'resuming' if resume else 'training'} in {run_dir}", flush=True)
-    train(row_config(row, args), run_dir, resume=resume)
+    train_or_resume(row.label, row_dir(row, args), lambda: row_config(row, args), "burda")
 
 
 def row_figures(row: Row, args) -> dict:

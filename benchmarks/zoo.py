@@ -72,37 +72,47 @@ ROWS = [
 ROW_KEYS = [r.key for r in ROWS]
 
 
+def run_settings(args) -> list[str]:
+    """The overrides every row of a benchmark table shares: evaluation, device, seed, progress
+    and the data options of the command line (``--data-dir``, ``--train-size``, ``--test-size``)."""
+    overrides = [f"eval.num_samples={args.samples}", f"device={args.device}", "seed=0",
+                 f"train.progress={'true' if args.progress else 'false'}",
+                 "train.tensorboard=false"]
+    for key, value in (("data_dir", args.data_dir), ("train_size", args.train_size),
+                       ("test_size", args.test_size)):
+        if value:
+            overrides.append(f"data.{key}={value}")
+    return overrides
+
+
+def train_or_resume(label: str, run_dir: Path, config, tag: str = "zoo") -> None:
+    """Train and evaluate one row into ``run_dir``, resuming where it stopped; ``config()``
+    builds its config; a row whose evaluation is written is not run again."""
+    from aevb.inference.training import list_checkpoints
+    from aevb.runs import train
+
+    if (run_dir / "evaluation.json").is_file():
+        return
+    cfg = config()
+    resume = run_dir.is_dir() and bool(list_checkpoints(run_dir))
+    print(f"[{tag}] {label}: {'resuming' if resume else 'training'} in {run_dir}", flush=True)
+    train(cfg, run_dir, resume=resume)
+
+
 def row_config(row: Row, args):
     from aevb.config import load_config
 
     overrides = [
         "data.name=fashion-mnist", "data.binarization=dynamic", "train.batch_size=128",
         "optim.name=adam", "optim.lr=1e-3", f"train.epochs={args.epochs}",
-        f"eval.num_samples={args.samples}", f"device={args.device}", "seed=0",
-        f"train.progress={'true' if args.progress else 'false'}", "train.tensorboard=false",
-        *row.architecture, *row.overrides,
+        *run_settings(args), *row.architecture, *row.overrides,
     ]
-    if args.data_dir:
-        overrides.append(f"data.data_dir={args.data_dir}")
-    if args.train_size:
-        overrides.append(f"data.train_size={args.train_size}")
-    if args.test_size:
-        overrides.append(f"data.test_size={args.test_size}")
     return load_config(None, overrides)
 
 
 def run_row(row: Row, args) -> None:
     """Train and evaluate one row into its run folder, resuming where it stopped."""
-    from aevb.inference.training.checkpoint import list_checkpoints
-    from aevb.runs import train
-
-    run_dir = args.out / "runs" / row.key
-    if (run_dir / "evaluation.json").is_file():
-        return
-    cfg = row_config(row, args)
-    resume = run_dir.is_dir() and bool(list_checkpoints(run_dir))
-    print(f"[zoo] {row.label}: {'resuming' if resume else 'training'} in {run_dir}", flush=True)
-    train(cfg, run_dir, resume=resume)
+    train_or_resume(row.label, args.out / "runs" / row.key, lambda: row_config(row, args))
 
 
 def row_figures(row: Row, out: Path) -> dict:

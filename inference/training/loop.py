@@ -70,14 +70,16 @@ def check_data(model, splits, source: str | None = None) -> None:
         raise DataError(f"{source}: {exc}" if source else str(exc)) from None
 
 
-def check_scaling(model, batch: Batch) -> None:
+def check_scaling(model, split: Split, batch_size: int) -> None:
     """Refuse a model whose observed sites do not carry the N/M scale of the data plate
-    (Kingma & Welling 2014, eq. 8): a plain ``pyro.plate("data", M)`` trains on minibatches
-    as if the batch were the whole dataset, silently."""
-    if batch.num_data is None or batch.num_data == len(batch):
-        return
-    expected = batch.num_data / len(batch)
+    (Kingma & Welling 2014, eq. 8) on a training minibatch of ``split``: a plain
+    ``pyro.plate("data", M)`` trains on minibatches as if the batch were the whole dataset,
+    silently. The random stream is left untouched."""
     with torch.random.fork_rng(devices=[]), poutine.block(), torch.no_grad():
+        batch = next(split.batches(batch_size, scaled=True))
+        if batch.num_data == len(batch):
+            return
+        expected = batch.num_data / len(batch)
         guide = poutine.trace(model.guide).get_trace(batch)
         trace = poutine.trace(poutine.replay(model.model, trace=guide)).get_trace(batch)
     for name, site in trace.nodes.items():
