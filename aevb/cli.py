@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,6 +27,40 @@ import pyro  # noqa: F401  (imported first so its logging setup can be quietened
 import torch
 
 from aevb.inference.errors import AevbError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with aevb's one-line errors (``aevb: error: ...``, exit 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        command = self.prog.removeprefix("aevb").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"aevb: error: {where}{message} (see `{self.prog} --help`)\n")
+
+
+def _bounded(kind, low, name: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
+        return value
+    parse.__name__ = name
+    return parse
+
+
+positive = _bounded(int, 1, "an integer >= 1")
+natural = _bounded(int, 0, "an integer >= 0")
+fraction_or_more = _bounded(float, 0.0, "a number >= 0")
+
+
+def _positive_float(text: str) -> float:
+    value = fraction_or_more(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0, got 0")
+    return value
 
 
 def _launch(nproc: int, argv: list[str]) -> int:
@@ -77,11 +112,11 @@ def _trusted(args, saved: dict) -> bool:
 
 
 def _train(args) -> int:
-    from aevb.inference.training import distributed, latest_checkpoint, load_checkpoint
+    from aevb.inference.training import distributed
 
     from .builder import model_class
     from .config import ModelConfig, load_config
-    from .runs import default_run_dir, train
+    from .runs import default_run_dir, saved_config, train
 
     if args.nproc is not None and not distributed.launched_by_torchrun():
         return _launch(args.nproc, args.argv)
@@ -95,9 +130,7 @@ def _train(args) -> int:
                             "allowed)")
         run_dir = Path(args.resume)
         ckpt = Path(args.checkpoint) if args.checkpoint else None
-        if not run_dir.is_dir():
-            raise AevbError(f"cannot resume: {run_dir} is not a run folder")
-        saved = load_checkpoint(ckpt or latest_checkpoint(run_dir))["config"]
+        saved = saved_config(run_dir, ckpt)
         trust = _trusted(args, saved)
         model_class(ModelConfig(name=saved.get("model", {}).get("name", "vae")), trust)
         cfg = load_config(None, overrides, base=saved)
@@ -139,9 +172,29 @@ def _load(args, **options):
                     trust_code=args.trust_model_file, **options)
 
 
+def _weaker(existing: Path, num_samples: int, test_size: int | None) -> str | None:
+    """Why an evaluation with ``num_samples`` (on the first ``test_size`` images) is weaker than
+    the one ``existing`` holds, or ``None`` when it is not."""
+    try:
+        old = json.loads(existing.read_text())
+    except (OSError, ValueError):
+        return None
+    k, n = old.get("num_samples", 0), old.get("num_images", 0)
+    if num_samples < k or (test_size is not None and test_size < n):
+        return (f"{existing} holds a k={k} evaluation on {n} images; this one (k={num_samples}"
+                f"{f', {test_size} images' if test_size else ''}) would replace it with a weaker "
+                f"figure: write it elsewhere with --out FILE, or pass --overwrite")
+    return None
+
+
 def _evaluate(args) -> int:
     from .runs import evaluation_split, write_evaluation
 
+    out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
+    if out.is_file() and not args.overwrite:
+        reason = _weaker(out, args.num_samples, args.test_size)
+        if reason:
+            raise AevbError(reason)
     overrides = {"test_size": args.test_size} if args.test_size else None
     if args.data_dir:
         overrides = (overrides or {}) | {"data_dir": args.data_dir}
@@ -150,7 +203,6 @@ def _evaluate(args) -> int:
     cfg = replace(cfg, eval=replace(cfg.eval, sample_chunk=args.sample_chunk or cfg.eval.sample_chunk,
                                     batch_size=args.batch_size or cfg.eval.batch_size),
                   train=replace(cfg.train, progress=not args.no_progress))
-    out = Path(args.out) if args.out else None
     split_name, split = evaluation_split(run.data)
     result = write_evaluation(run.model, split, cfg, Path(args.run_dir), args.num_samples,
                               run.device, {"split": split_name, "data": run.data.description,
@@ -200,20 +252,28 @@ def _experiment(args) -> int:
 
 
 def _diagnose(args) -> int:
-    from aevb.inference.evaluation import estimator_objective, gradient_statistics
+    from aevb.inference.evaluation import (
+        estimator_objective,
+        gradient_statistics,
+        parse_estimator,
+    )
 
     from .reports import write_gradient_report
 
+    names = [e for e in args.estimators.split(",") if e]
+    if not names:
+        raise AevbError("--estimators is empty; give e.g. reparam,score,iwae5")
+    for name in names:
+        parse_estimator(name)  # before the run is loaded
     run = _load(args)
     model, data = run.model, run.data
     split = data.valid or data.train  # a fixed batch: the first validation (or training) images
     batch = next(split.batches(args.batch_size))
     torch.manual_seed(args.seed)
-    names = [e for e in args.estimators.split(",") if e]
-    rows = []
     model.train()
-    for name in names:
-        objective = estimator_objective(name, model, batch)
+    objectives = {name: estimator_objective(name, model, batch) for name in names}  # all, first
+    rows = []
+    for name, objective in objectives.items():
         rows += gradient_statistics(model, objective, batch, args.repeats, name)
     out = Path(args.out) if args.out else Path(args.run_dir) / "diagnostics"
     write_gradient_report(rows, out, f"{run.cfg.data.name}: gradients of the per-datapoint "
@@ -238,8 +298,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aevb", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="aevb", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model (or --resume a run)")
@@ -258,27 +318,29 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="cpu, cuda or auto (default: the config's, auto)")
     t.add_argument("--data-dir", help="folder with the dataset's IDX files")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
-    t.add_argument("--nproc", type=int, help="data-parallel ranks on this node: relaunches the "
+    t.add_argument("--nproc", type=positive, help="data-parallel ranks on this node: relaunches the "
                    "command under torchrun (NCCL on GPUs, gloo on CPU)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="test ELBO, IS log-likelihood, active units -> JSON")
     e.add_argument("run_dir")
-    e.add_argument("--num-samples", type=int, default=5000, help="importance samples k (5000)")
-    e.add_argument("--sample-chunk", type=int, help="importance samples per chunk (memory)")
-    e.add_argument("--batch-size", type=int, help="test images per chunk (memory)")
-    e.add_argument("--test-size", type=int, help="evaluate on the first n test images only")
+    e.add_argument("--num-samples", type=positive, default=5000, help="importance samples k (5000)")
+    e.add_argument("--sample-chunk", type=positive, help="importance samples per chunk (memory)")
+    e.add_argument("--batch-size", type=positive, help="test images per chunk (memory)")
+    e.add_argument("--test-size", type=positive, help="evaluate on the first n test images only")
     _run_options(e)
     e.add_argument("--data-dir")
     e.add_argument("--out", help="output JSON (default RUN_DIR/evaluation.json)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing evaluation "
+                   "computed with more samples or images")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=_evaluate)
 
     s = sub.add_parser("sample", help="a grid of samples from the prior")
     s.add_argument("run_dir")
-    s.add_argument("-n", "--num", type=int, default=64)
+    s.add_argument("-n", "--num", type=positive, default=64)
     s.add_argument("--out", help="output PNG (default RUN_DIR/samples-N.png)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=natural, default=0)
     _run_options(s)
     s.set_defaults(func=_sample)
 
@@ -290,9 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--estimators", default="reparam,score,iwae5",
                    help="comma-separated: reparam, meanfield, score, iwaeK, renyiK (default "
                         "reparam,score,iwae5)")
-    g.add_argument("--repeats", type=int, default=100, help="gradient draws per estimator")
-    g.add_argument("--batch-size", type=int, default=100, help="images in the fixed batch")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--repeats", type=_bounded(int, 2, "an integer >= 2"), default=100,
+                   help="gradient draws per estimator (>= 2)")
+    g.add_argument("--batch-size", type=positive, default=100, help="images in the fixed batch")
+    g.add_argument("--seed", type=natural, default=0)
     _run_options(g)
     g.add_argument("--out", help="output folder (default RUN_DIR/diagnostics)")
     g.set_defaults(func=_diagnose)
@@ -303,12 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
                                               "counts and seeds (Kingma et al. 2014)")
     ss.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist or mnist")
     ss.add_argument("--labels", default="100,600,1000,3000", help="labelled images, comma-separated")
-    ss.add_argument("--seeds", type=int, default=3, help="seeds per (method, labels)")
-    ss.add_argument("--epochs", type=int, default=10)
+    ss.add_argument("--seeds", type=positive, default=3, help="seeds per (method, labels)")
+    ss.add_argument("--epochs", type=positive, default=10)
     ss.add_argument("--methods", default="m2,m1m2,baseline")
-    ss.add_argument("--batch-size", type=int, default=128)
-    ss.add_argument("--lr", type=float, default=1e-3)
-    ss.add_argument("--alpha", type=float, default=0.1, help="classification weight, times N")
+    ss.add_argument("--batch-size", type=positive, default=128)
+    ss.add_argument("--lr", type=_positive_float, default=1e-3)
+    ss.add_argument("--alpha", type=fraction_or_more, default=0.1, help="classification weight, times N")
     ss.add_argument("--labelled-weight", default="paper", choices=["paper", "balanced"],
                     help="labelled images' weight in the generative term: paper (N_labelled, eq. "
                     "9) or balanced (as if replicated to the unlabelled set's size)")
@@ -317,37 +380,72 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a labelled batch with every unlabelled one (recycling the labelled set),"
                     " or each labelled image once per epoch, spread over the epoch and scaled so "
                     "an epoch's expected objective is the same (Pyro's ss_vae_M2)")
-    ss.add_argument("--m1-epochs", type=int, help="epochs of M1 (default: --epochs)")
+    ss.add_argument("--m1-epochs", type=positive, help="epochs of M1 (default: --epochs)")
     ss.add_argument("--binarization", default="dynamic", choices=["dynamic", "static", "none"])
-    ss.add_argument("--train-size", type=int, help="first n training images only (quick runs)")
-    ss.add_argument("--test-size", type=int, help="first n validation and test images only")
+    ss.add_argument("--train-size", type=positive, help="first n training images only (quick runs)")
+    ss.add_argument("--test-size", type=positive, help="first n validation and test images only")
     ss.add_argument("--data-dir")
     ss.add_argument("--device")
     ss.add_argument("--out", help="results folder (default results/semisupervised-DATASET)")
     ss.add_argument("--no-progress", action="store_true")
-    ss.add_argument("--workers", type=int, default=1, help="run independent runs in K worker "
+    ss.add_argument("--workers", type=positive, default=1, help="run independent runs in K worker "
                     "processes (one GPU each where there are GPUs)")
     ss.set_defaults(func=_experiment)
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"aevb: {category.__name__.replace('UserWarning', 'note')}: {message}",
+          file=file or sys.stderr)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Log lines to whatever ``sys.stderr`` is now (not the stream of the first call)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _log_to_stderr() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _log_to_stderr()
     logging.getLogger("pyro").setLevel(logging.WARNING)
+    warnings.showwarning = _one_line_warning
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args, extra = parser.parse_known_args(argv)
-    args.argv = argv
-    # key=value overrides may come after options (``aevb train --spec F.yaml elbo=iwae``)
-    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-")
-                                                    for e in extra):
-        args.overrides += extra
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        args, extra = parser.parse_known_args(argv)
+        args.argv = argv
+        # key=value overrides may come after options (``aevb train --spec F.yaml elbo=iwae``)
+        if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-")
+                                                        for e in extra):
+            args.overrides += extra
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as exc:  # --help (0) or a bad option (2), already printed
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return args.func(args)
     except (AevbError, FloatingPointError) as exc:
         print(f"aevb: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system (disk full, read-only, permissions)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"aevb: error: {where}{exc.strerror or exc}; nothing already saved was changed",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("aevb: interrupted; the last finished epoch's checkpoint is kept", file=sys.stderr)

@@ -7,12 +7,13 @@ with an error naming the key; :func:`validate` checks names against the registri
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from aevb.configs import names as shipped_names
@@ -192,7 +193,7 @@ class Config:
 
 def _friendly(exc: OmegaConfBaseException, source: str) -> ConfigError:
     key = getattr(exc, "full_key", None) or "?"
-    msg = getattr(exc, "msg", str(exc)).split("\n")[0]
+    msg = (getattr(exc, "msg", None) or str(exc) or type(exc).__name__).split("\n")[0]
     if "not in struct" in msg or "Key '" in msg and "not in" in msg:
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         node = OmegaConf.select(OmegaConf.structured(Config), parent) if parent else \
@@ -200,6 +201,27 @@ def _friendly(exc: OmegaConfBaseException, source: str) -> ConfigError:
         valid = ", ".join(sorted(node.keys())) if node is not None else ""
         return ConfigError(f"unknown config key {key!r} in {source}; valid keys here: {valid}")
     return ConfigError(f"bad value for config key {key!r} in {source}: {msg}")
+
+
+#: the sections of a config (keys whose value is a mapping of further keys)
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig,
+            "train": TrainConfig, "eval": EvalConfig, "kl": KLConfig}
+
+
+def _check_shape(conf, source: str) -> None:
+    """A config source is a mapping, and each section in it is a mapping too."""
+    if isinstance(conf, dict):
+        conf = OmegaConf.create(conf)
+    if not isinstance(conf, DictConfig):
+        raise ConfigError(f"{source} must be a mapping of config keys (key: value), not a "
+                          f"{type(conf).__name__.replace('Config', '').lower() or 'value'}")
+    for section, cls in SECTIONS.items():
+        value = conf.get(section) if section in conf else None
+        if section in conf and not isinstance(value, DictConfig):
+            keys = ", ".join(f.name for f in fields(cls))
+            raise ConfigError(f"config key {section!r} in {source} is a section, not a value "
+                              f"({value!r}); give its keys, e.g. {section}: {{{keys.split(',')[0]}"
+                              f": ...}}; its keys: {keys}")
 
 
 def _spec_source(path: str | Path) -> dict:
@@ -235,9 +257,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {str(path)!r} does not exist; give a path or the "
                               f"name of a shipped config ({', '.join(shipped_names())})")
         try:
-            sources.append((OmegaConf.load(path), str(path)))
+            loaded = OmegaConf.load(path)
         except Exception as exc:  # yaml errors
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {first}") from None
+        if isinstance(loaded, DictConfig) and not loaded:
+            raise ConfigError(f"config file {str(path)!r} is empty; give at least one key (for "
+                              f"example train: {{epochs: 10}}), or drop --config to train the "
+                              f"defaults")
+        sources.append((loaded, f"config file {str(path)!r}"))
     if spec is not None:
         sources.append((_spec_source(spec), f"spec {spec}"))
     for item in map(_shorthand, overrides or []):
@@ -245,9 +273,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"override {item!r} is not of the form key=value")
         try:
             sources.append((OmegaConf.from_dotlist([item]), f"override {item!r}"))
-        except OmegaConfBaseException as exc:
-            raise ConfigError(f"override {item!r} could not be parsed: {exc}") from None
+        except (OmegaConfBaseException, yaml.YAMLError) as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"override {item!r} could not be parsed ({problem}); write "
+                              f"key=value with a YAML value, e.g. model.options={{foo: 1}}"
+                              ) from None
     for conf, source in sources:
+        _check_shape(conf, source)
         try:
             cfg = OmegaConf.merge(cfg, conf)
         except OmegaConfBaseException as exc:
@@ -334,6 +366,14 @@ def validate(cfg: Config, data_source=None) -> None:
     for key, value in positive.items():
         if value is not None and value <= 0:
             raise ConfigError(f"bad value for config key {key!r}: must be > 0, got {value}")
+    for key, value in {"seed": cfg.seed, "eval.seed": cfg.eval.seed,
+                       "data.binarization_seed": cfg.data.binarization_seed}.items():
+        if not 0 <= value < 2**32:
+            raise ConfigError(f"bad value for config key {key!r}: a seed is in [0, 2**32), got "
+                              f"{value}")
+    if cfg.optim.weight_decay < 0:
+        raise ConfigError(f"bad value for config key 'optim.weight_decay': must be >= 0, got "
+                          f"{cfg.optim.weight_decay}")
     for key, owner in OBJECTIVE_OPTIONS.items():
         value = getattr(cfg, key)
         if value != getattr(Config, key) and cfg.elbo != owner:

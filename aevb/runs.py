@@ -12,7 +12,9 @@ constructor argument, the data, the environment), ``metrics.jsonl``/``.csv``, th
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import platform
 import warnings
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import pyro
 import torch
+from omegaconf import OmegaConf
 
 from aevb.inference.batching import DataBundle, Split
 from aevb.inference.errors import ConfigError, DataError, RunDirError
@@ -31,6 +34,7 @@ from aevb.inference.training import (
     LoopOptions,
     build_engine,
     check_data,
+    check_memory,
     check_scaling,
     distributed,
     latest_checkpoint,
@@ -42,12 +46,18 @@ from aevb.inference.training import (
 )
 from aevb.inference.training.checkpoint import atomic_write_text, checkpoint_epoch, restore
 from aevb.inference.training.distributed import DistContext
+from aevb.inference.training.metrics import dumps
 from aevb.inference.training.schedules import SCHEDULES
 
 from . import pictures
 from .builder import adopt, build
 from .config import OBJECT_PREFIX, Config, from_dict, to_dict, to_yaml
 from .data import DATASETS, DataSource, load_data, resolve_defaults
+from .lock import claim, contents
+from .resume import ResumePlan
+from .resume import plan as resume_plan
+
+log = logging.getLogger("aevb")
 
 
 @dataclass
@@ -87,8 +97,15 @@ def model_label(cfg: Config) -> str:
     return cfg.model.name
 
 
-def likelihood_note(cfg: Config) -> str | None:
-    if cfg.data.binarization == "none" and _x_likelihood(cfg) == "bernoulli":
+def _binary(split: Split | None) -> bool:
+    return split is not None and bool(((split.x == 0) | (split.x == 1)).all())
+
+
+def likelihood_note(cfg: Config, split: Split | None = None) -> str | None:
+    """The caveat of figures that are not log-likelihoods: a Bernoulli likelihood on grayscale
+    data (``split``'s values, where given, are not all 0 or 1)."""
+    if cfg.data.binarization == "none" and _x_likelihood(cfg) == "bernoulli" and \
+            not _binary(split):
         return ("grayscale data under a Bernoulli likelihood: figures are negative cross-entropies, "
                 "not log-likelihoods")
     return None
@@ -129,86 +146,164 @@ def execute(cfg: Config, run_dir: Path, *, resume: bool = False, checkpoint: Pat
             final_evaluation: bool = True, ctx: DistContext | None = None, model=None,
             data_source: DataSource | None = None, trust_code: bool = True) -> Trained:
     """Train as configured into ``run_dir``; with ``resume`` continue from its newest checkpoint
-    (or ``checkpoint``) up to ``cfg.train.epochs``.
+    (or ``checkpoint``) up to ``cfg.train.epochs``; a run folder stopped before its first
+    checkpoint is started over with ``resume``.
 
     ``model`` is a model object to train instead of the one ``cfg.model`` names (on resume its
     state is loaded into it); ``data_source`` the data handed over as an object.
 
-    Every check that can fail (run folder, checkpoint, data, model/data match, objective,
-    minibatch scaling) runs before anything is written, so a refused run leaves existing files
-    as they were.
+    Every check that can fail (the settings, the run folder and its lock, the checkpoint and
+    what the resume changes (:mod:`aevb.resume`), the data, the model/data match, the
+    objective, minibatch scaling) runs before anything is written, so a refused run leaves
+    existing files as they were, and a new folder is removed again.
 
     Under torchrun (``ctx.active``; see :mod:`aevb.inference.training.distributed`) every rank
-    trains its shards with DistributedDataParallel; rank 0 alone reads the checkpoint (and sends
-    it to the others), writes the run folder and runs the final evaluation.
+    trains its shards with DistributedDataParallel; rank 0 alone holds the folder's lock, reads
+    the checkpoint (and sends it to the others), writes the run folder and runs the final
+    evaluation.
     """
     ctx = ctx or distributed.current()
     run_dir = Path(run_dir)
     distributed.check_batch_size(cfg.train.batch_size, ctx)
-    payload = None
-    if ctx.is_main:
-        if resume:
-            if not run_dir.is_dir():
-                raise RunDirError(f"cannot resume: {run_dir} is not a run folder")
-            payload = load_checkpoint(checkpoint or latest_checkpoint(run_dir), map_location="cpu")
-        elif run_dir.exists() and any(run_dir.iterdir()):
-            raise RunDirError(f"run folder {run_dir} already exists and is not empty; continue it "
-                              f"with `aevb train --resume {run_dir}` or choose another --run-dir")
-    payload = distributed.broadcast(payload, ctx)
+    if ctx.is_main and resume and not run_dir.is_dir():
+        raise RunDirError(f"cannot resume: {run_dir} is not a run folder")
     device = distributed.rank_device(resolve_device(cfg.device), ctx)
     source = _source(cfg, data_source)
     cfg = replace(cfg, data=resolve_defaults(cfg.data, source))  # the record says what ran
+    x_shape = source.x_shape(cfg.data)
+    if x_shape is not None:
+        check_memory(cfg.num_particles, cfg.train.batch_size, x_shape, device)
+    if ctx.is_main and cfg.kl.warmup_epochs > cfg.train.epochs:
+        warnings.warn(f"kl.warmup_epochs={cfg.kl.warmup_epochs:g} > train.epochs="
+                      f"{cfg.train.epochs}: training ends with the KL weight at "
+                      f"{KLSchedule(cfg.kl.beta, cfg.kl.warmup_epochs).weight(cfg.train.epochs):.2g}"
+                      f", not beta={cfg.kl.beta:g}", stacklevel=2)
+    with claim(run_dir) if ctx.is_main else contextlib.nullcontext():
+        return _execute(cfg, run_dir, resume, checkpoint, final_evaluation, ctx, model, source,
+                        trust_code, device, x_shape)
+
+
+def _start(cfg: Config, run_dir: Path, resume: bool, checkpoint: Path | None
+           ) -> tuple[dict | None, ResumePlan | None]:
+    """The checkpoint to continue from and what the resume changes (rank 0, lock held)."""
+    if not resume:
+        if contents(run_dir):
+            how = (f"continue it with `aevb train --resume {run_dir}`" if list_checkpoints(run_dir)
+                   else f"it holds no checkpoint (stopped before its first epoch ended): start "
+                        f"it over with `aevb train --resume {run_dir}`")
+            raise RunDirError(f"run folder {run_dir} already exists and is not empty; {how}, or "
+                              f"choose another --run-dir")
+        return None, None
+    if checkpoint is None and not list_checkpoints(run_dir):
+        log.info("%s has no checkpoint yet: starting it over from epoch 0", run_dir)
+        return None, None
+    payload = load_checkpoint(checkpoint or latest_checkpoint(run_dir), map_location="cpu")
+    plan = resume_plan(payload["config"], to_dict(cfg), int(payload["epoch"]), cfg.train.engine)
+    for line in plan.describe():
+        log.info("resume changes %s", line)
+    return payload, plan
+
+
+def _execute(cfg: Config, run_dir: Path, resume: bool, checkpoint: Path | None,
+             final_evaluation: bool, ctx: DistContext, model, source: DataSource,
+             trust_code: bool, device: torch.device, x_shape) -> Trained:
+    payload, plan = _start(cfg, run_dir, resume, checkpoint) if ctx.is_main else (None, None)
+    payload = distributed.broadcast(payload, ctx)
     pyro.set_rng_seed(cfg.seed)
     pyro.clear_param_store()
-    x_shape = source.x_shape(cfg.data)
     arguments = None
     if model is None and x_shape is not None:  # a bad model fails before the data is read
         model, arguments = _model(cfg, x_shape, None, trust_code)
     data = load_data(cfg.data, device, source)
+    if x_shape is None:  # known only now
+        check_memory(cfg.num_particles, cfg.train.batch_size, data.train.x_shape, device)
     if model is None:
         model, arguments = _model(cfg, data.train.x_shape, None, trust_code)
     else:
         model = adopt(model)
     model = model.to(device)
     check_data(model, [data.train, data.valid, data.test], data.source)
-    note = likelihood_note(cfg)
+    note = likelihood_note(cfg, data.train)
     if note and ctx.is_main:
-        warnings.warn(note, stacklevel=2)
+        warnings.warn(note, stacklevel=3)
     schedule = KLSchedule(cfg.kl.beta, cfg.kl.warmup_epochs)
     objective = objective_from_config(cfg, model, next((data.valid or data.train).batches(2)))
     check_scaling(model, data.train, cfg.train.batch_size)
     engine = build_engine(cfg.train.engine, model, objective, cfg.optim.name, cfg.optim.lr,
                           cfg.optim.weight_decay, ctx, cfg.optim.eps)
-    start_epoch = 0
+    start_epoch, reference = 0, None
     if payload is not None:
         try:
             start_epoch = restore(payload, model, engine)
         except RuntimeError as exc:  # a state dict of another architecture
             raise ConfigError(f"the checkpoint does not fit this model: "
                               f"{str(exc).splitlines()[0]}") from None
+        engine.set_hyperparameters(cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.eps)
+        reference = payload.get("extra", {}).get("reference_elbo")
+    finished = start_epoch == cfg.train.epochs and payload is not None
     if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))  # on resume: with its overrides
-        write_record(run_dir, cfg, model, arguments, data, device)
+        try:
+            atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))  # with the resume's changes
+            write_record(run_dir, cfg, model, arguments, data, device, plan)
+        except OSError as exc:
+            raise RunDirError(f"cannot write in run folder {run_dir}: {exc.strerror}") from None
+        if finished:
+            log.info("%s has trained all %d epochs; nothing to train", run_dir, start_epoch)
     options_ = LoopOptions(cfg.train.epochs, cfg.train.batch_size, cfg.train.progress,
                            cfg.train.keep_checkpoints, cfg.train.tensorboard, cfg.seed,
                            lr_at=None if cfg.optim.schedule == "constant"
                            else SCHEDULES.get(cfg.optim.schedule)(cfg.optim.lr))
+    row_info = {"objective": cfg.elbo, "num_particles": cfg.num_particles}
+    if cfg.optim.schedule == "constant":
+        row_info["lr"] = cfg.optim.lr
     rows = run_epochs(model, objective, engine, data.train, data.valid,
                       run_dir if ctx.is_main else None, options_, start_epoch=start_epoch,
-                      schedule=schedule, record=to_dict(cfg),
-                      row_info={"objective": cfg.elbo, "num_particles": cfg.num_particles},
-                      ctx=ctx)
+                      schedule=schedule, record=to_dict(cfg), row_info=row_info, ctx=ctx,
+                      reference=reference)
     distributed.shutdown(ctx)
     if ctx.active and device.type == "cpu":  # the other ranks are gone: rank 0 takes the cores
         torch.set_num_threads(len(os.sched_getaffinity(0)))
-    if final_evaluation and ctx.is_main:
+    if final_evaluation and ctx.is_main and not (finished and _evaluated(run_dir, cfg,
+                                                                         start_epoch)):
         split_name, split = evaluation_split(data)
         write_evaluation(model, split, cfg, run_dir, cfg.eval.num_samples, device,
                          data_info={"split": split_name, "data": data.description,
                                     "data_source": data.source})
         pictures.write_all(model, split, rows, run_dir, cfg.eval.num_images)
     return Trained(cfg, model, data, device, run_dir)
+
+
+def _evaluated(run_dir: Path, cfg: Config, epoch: int) -> bool:
+    """Whether ``evaluation.json`` already holds the final evaluation of epoch ``epoch`` with
+    the configured samples (a resume of a finished run has nothing to redo)."""
+    try:
+        result = json.loads((run_dir / "evaluation.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (result.get("epochs_trained") == epoch
+            and result.get("num_samples") == cfg.eval.num_samples
+            and (run_dir / "samples.png").is_file())
+
+
+def saved_config(run_dir: Path, checkpoint: Path | None = None) -> dict:
+    """The configuration a run folder saved: its (newest or given) checkpoint's, or, for a run
+    stopped before its first checkpoint, ``config.yaml``'s."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"cannot resume: {run_dir} is not a run folder")
+    if checkpoint is not None or list_checkpoints(run_dir):
+        return load_checkpoint(checkpoint or latest_checkpoint(run_dir))["config"]
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+    except FileNotFoundError:
+        raise RunDirError(f"cannot resume: {run_dir} has neither a checkpoint nor a config.yaml; "
+                          f"is it a run folder written by `aevb train`?") from None
+    except Exception as exc:  # noqa: BLE001 - yaml's errors
+        raise RunDirError(f"cannot resume: {run_dir / 'config.yaml'} is not readable YAML "
+                          f"({type(exc).__name__}); start a new run") from None
+    if not isinstance(saved, dict):
+        raise RunDirError(f"cannot resume: {run_dir / 'config.yaml'} is not a config")
+    return saved
 
 
 def objective_from_config(cfg: Config, model, batch) -> Objective:
@@ -220,15 +315,26 @@ def objective_from_config(cfg: Config, model, batch) -> Objective:
 
 
 def write_record(run_dir: Path, cfg: Config, model, arguments: dict | None, data: DataBundle,
-                 device: torch.device) -> None:
-    """``run.json``: the model's class and constructor arguments, the data, the environment."""
+                 device: torch.device, plan: ResumePlan | None = None) -> None:
+    """``run.json``: the model's class and constructor arguments, the data, the environment,
+    and ``resumes``: every resume's epoch, time and changed settings (``plan``)."""
+    path = run_dir / "run.json"
+    resumes: list = []
+    if path.is_file():
+        try:
+            resumes = json.loads(path.read_text()).get("resumes", [])
+        except (OSError, ValueError, AttributeError):
+            resumes = []
+    if plan is not None:
+        resumes.append({"epoch": plan.trained, "time": datetime.now().isoformat(timespec="seconds"),
+                        "changes": {k: list(v) for k, v in plan.changes.items()}})
     cls = type(model)
     record = {"model": {"name": model_label(cfg), "class": f"{cls.__module__}.{cls.__qualname__}",
                         "arguments": arguments,
                         "parameters": sum(p.numel() for p in model.parameters())},
               "data": data.description | {"source": data.source},
-              "environment": environment(device)}
-    atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2, default=str) + "\n")
+              "environment": environment(device), "resumes": resumes}
+    atomic_write_text(path, dumps(record, indent=2, default=str) + "\n")
 
 
 def evaluation_split(data: DataBundle) -> tuple[str, Split]:
@@ -255,9 +361,9 @@ def write_evaluation(model, split: Split, cfg: Config, run_dir: Path, num_sample
     result |= (data_info or {}) | {
         "epochs_trained": checkpoint_epoch(checkpoints[-1]) if checkpoints else 0,
         "model": model_label(cfg), "objective": cfg.elbo, "num_particles": cfg.num_particles,
-        "seed": cfg.eval.seed, "note": likelihood_note(cfg), "environment": environment(device)}
+        "seed": cfg.eval.seed, "note": likelihood_note(cfg, split), "environment": environment(device)}
     if write:
-        atomic_write_text(out or run_dir / "evaluation.json", json.dumps(result, indent=2) + "\n")
+        atomic_write_text(out or run_dir / "evaluation.json", dumps(result, indent=2) + "\n")
     return result
 
 

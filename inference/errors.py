@@ -19,3 +19,8 @@ class CheckpointError(AevbError):
 
 class RunDirError(AevbError):
     """A run folder that cannot be used as asked (exists, missing, ...)."""
+
+
+class DivergenceError(AevbError, FloatingPointError):
+    """Training left the finite, plausible range (NaN or infinite loss, gradients or
+    parameters, or an ELBO far below the untrained model's)."""

@@ -39,6 +39,8 @@ class ValueType:
         """Shape of one value (the event shape)."""
         if not shape:
             raise ValueError(f"a {self.name} variable needs a non-empty shape, e.g. shape: [50]")
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+            raise ValueError(f"{list(shape)}: every size in a shape is an integer >= 1")
         if num_classes is not None:
             raise ValueError(f"num_classes is for categorical variables, not {self.name} ones")
         return tuple(shape)

@@ -265,7 +265,7 @@ ERRORS = {
                                 r"normal; families for normal: diag, full, gaussian, iaf, lowrank, mixture, "
                                 r"planar"),
     "unknown likelihood": (edit("observed.x.likelihood", "poisson"),
-                           r"observed\.x\.likelihood: unknown family 'poisson'"),
+                           r"observed\.x\.likelihood: unknown likelihood 'poisson'"),
     "latent the guide misses": (edit("latents.z.posterior", None),
                                 r"latents\.z\.posterior: missing: the guide does not cover 'z'"),
     "network used twice": (edit("observed.x.network", "enc"),

@@ -91,6 +91,18 @@ class IdxDataset(DataSource):
                    ) -> tuple[torch.Tensor, torch.Tensor, str]:
         """``(images uint8 [n, 1, 28, 28], labels int64 [n], source folder)`` of ``split``."""
         images_stem, labels_stem = FILES[split]
+        if data_dir:  # asked for: that folder or an error, never a silent fallback
+            folder = Path(data_dir).expanduser()
+            if not folder.is_dir():
+                raise DataError(f"--data-dir / data.data_dir {data_dir}: no such folder; give the "
+                                f"folder that holds the {self.name} IDX files, or leave it out to "
+                                f"use {SYSTEM_ROOT / self.name} or the download cache")
+            if not (self._find(folder, images_stem) and self._find(folder, labels_stem)):
+                raise DataError(f"--data-dir / data.data_dir {data_dir} holds no {self.name} "
+                                f"{split} files ({images_stem}[.gz], {labels_stem}[.gz], directly "
+                                f"or in {self.torchvision_class}/raw/); give the folder that "
+                                f"holds them, or leave it out to use {SYSTEM_ROOT / self.name} "
+                                f"or the download cache")
         looked = []
         for label, folder in self.candidate_dirs(data_dir):
             images, labels = self._find(folder, images_stem), self._find(folder, labels_stem)

@@ -70,17 +70,39 @@ def parameter_groups(model, batch: Batch) -> dict[str, list[tuple[str, torch.nn.
     return {g: ps for g, ps in groups.items() if ps}
 
 
+#: estimator names that are not objective names
+ESTIMATOR_ALIASES = {"reparam": "elbo"}
+
+
+def parse_estimator(name: str) -> tuple[str, int]:
+    """``iwae5`` -> ``("iwae", 5)``; ``reparam`` -> ``("elbo", 1)``: the objective and its
+    samples, or a :class:`ConfigError` naming ``--estimators`` and the valid names."""
+    from aevb.inference.objectives import OBJECTIVES
+
+    match = re.fullmatch(r"([a-z-]+?)(\d*)", name)
+    base = ESTIMATOR_ALIASES.get(match.group(1), match.group(1)) if match else None
+    if match is None or base not in OBJECTIVES or (match.group(2) and int(match.group(2)) < 1):
+        valid = ", ".join([*ESTIMATOR_ALIASES, *OBJECTIVES.names()])
+        raise ConfigError(f"--estimators: cannot read {name!r}; give comma-separated names "
+                          f"({valid}), each optionally with its number of samples, e.g. "
+                          f"reparam,score,iwae5")
+    return base, int(match.group(2) or 1)
+
+
 def estimator_objective(name: str, model, batch: Batch) -> Objective:
-    """``reparam`` -> elbo; ``iwae5`` -> iwae with k = 5; other names as registered."""
-    match = re.fullmatch(r"([a-z]+?)(\d*)", name)
-    if match is None:
-        raise ConfigError(f"--estimators: cannot read {name!r}; e.g. reparam,score,iwae5")
-    base, k = match.group(1), int(match.group(2) or 1)
-    base = {"reparam": "elbo"}.get(base, base)
+    """``reparam`` -> elbo; ``iwae5`` -> iwae with k = 5; other names as registered. The
+    objective is tried once on ``batch``, so an estimator the model cannot take fails here,
+    before any statistics are gathered."""
+    base, k = parse_estimator(name)
     try:
-        return objective_for_model(base, k, model, batch)
-    except IncompatibleObjective as exc:
-        raise ConfigError(f"estimator {name}: {exc}") from None
+        objective = objective_for_model(base, k, model, batch)
+        with torch.random.fork_rng(devices=[]):
+            objective.differentiable_loss(model.model, model.guide, batch)
+    except (IncompatibleObjective, ValueError, NotImplementedError) as exc:
+        raise ConfigError(f"--estimators: {name} cannot estimate this model's gradients "
+                          f"({str(exc).splitlines()[0]}); leave {name} out of --estimators"
+                          ) from None
+    return objective
 
 
 def gradient_statistics(model, objective: Objective, batch: Batch, repeats: int, name: str = ""

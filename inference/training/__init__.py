@@ -6,6 +6,7 @@ from .engines import ENGINES, Engine, build_engine
 from .loop import (
     LoopOptions,
     check_data,
+    check_memory,
     check_scaling,
     prepare_objective,
     resolve_device,
@@ -17,7 +18,7 @@ from .optim import OPTIMIZERS, build_optimizer
 
 __all__ = [
     "ENGINES", "OPTIMIZERS", "Engine", "LoopOptions", "MetricsLog", "build_engine",
-    "build_optimizer", "check_data", "check_scaling", "latest_checkpoint", "list_checkpoints",
+    "build_optimizer", "check_data", "check_memory", "check_scaling", "latest_checkpoint", "list_checkpoints",
     "load_checkpoint", "prepare_objective", "resolve_device", "run_epochs", "save_checkpoint",
     "train_epoch",
 ]

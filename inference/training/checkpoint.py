@@ -17,16 +17,23 @@ from aevb.inference.errors import CheckpointError
 FORMAT = "aevb-checkpoint/1"
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"epoch-(\d+)\.pt$")
+TMP_SUFFIX = ".tmp"
 
 
 def atomic_write_bytes(path: Path, write) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``:
     a crash leaves either the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 -> what open() would have made
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            try:
+                write(f)
+            except RuntimeError as exc:  # torch.save reports a failed write (ENOSPC) this way
+                if isinstance(exc.__context__, OSError):
+                    raise exc.__context__ from None
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -38,6 +45,26 @@ def atomic_write_bytes(path: Path, write) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files that writes interrupted by a kill left in ``folder`` and its
+    checkpoint folder (``.NAME.XXXX.tmp``); call it only while holding the folder's lock.
+    Returns what was removed."""
+    removed = []
+    for sub in (Path(folder), Path(folder) / CHECKPOINT_DIR):
+        if sub.is_dir():
+            for p in sub.iterdir():
+                if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and p.is_file():
+                    p.unlink()
+                    removed.append(p)
+    return removed
 
 
 def rng_state() -> dict[str, Any]:

@@ -35,7 +35,12 @@ from pyro.infer import SVI
 from aevb.inference.errors import ConfigError
 from aevb.inference.objectives import Objective
 from aevb.inference.training.distributed import SINGLE, DistContext
-from aevb.inference.training.optim import OPTIMIZERS, build_optimizer, set_lr
+from aevb.inference.training.optim import (
+    OPTIMIZERS,
+    build_optimizer,
+    set_hyperparameters,
+    set_lr,
+)
 from aevb.models.base import Batch, LatentVariableModel
 from aevb.models.registry import Registry
 
@@ -58,6 +63,11 @@ class Engine:
         """The learning rate from now on (a schedule's, at an epoch's start)."""
         raise ConfigError(f"train.engine={self.name} has no learning-rate schedule; use "
                           f"train.engine=fast")
+
+    def set_hyperparameters(self, lr: float, weight_decay: float, eps: float | None) -> None:
+        """The optimizer's settings from now on (a resume's; the checkpoint restored the saved
+        ones). An engine whose optimizers take them from their saved state only leaves them
+        (:mod:`aevb.resume` refuses to change them there)."""
 
     def step(self, *batches: Batch, weight: float = 1.0) -> torch.Tensor:
         """One update on ``weight`` times the sum of the objective over ``batches`` (M2 pairs an
@@ -144,6 +154,9 @@ class FastEngine(Engine):
 
     def set_lr(self, lr: float) -> None:
         set_lr(self.optimizer, lr)
+
+    def set_hyperparameters(self, lr, weight_decay, eps):
+        set_hyperparameters(self.optimizer, lr=lr, weight_decay=weight_decay, eps=eps)
 
     def optimizer_state(self):
         return self.optimizer.state_dict()

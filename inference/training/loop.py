@@ -13,7 +13,10 @@ This module works on objects: a model, an :class:`~aevb.inference.objectives.Obj
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ from pyro import poutine
 from tqdm.auto import tqdm
 
 from aevb.inference.batching import Split
-from aevb.inference.errors import ConfigError, DataError
+from aevb.inference.errors import ConfigError, DataError, DivergenceError, RunDirError
 from aevb.inference.evaluation.likelihood import mean_elbo
 from aevb.inference.objectives import (
     IncompatibleObjective,
@@ -96,6 +99,34 @@ def check_scaling(model, split: Split, batch_size: int) -> None:
                 f"pyro.plate('data', {len(batch)})")
 
 
+#: elements of one training step's largest tensors (k x M x pixels) times this many float32
+#: copies (the logits, their softplus and gradient, the broadcast observations)
+STEP_COPIES = 4
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes one step may use: the GPU's memory, or this machine's RAM."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+def check_memory(num_particles: int, batch_size: int, x_shape, device: torch.device) -> None:
+    """Refuse a step that cannot fit: ``num_particles`` samples of ``batch_size`` observations
+    of ``x_shape`` need at least k·M·D·4 bytes several times over (:data:`STEP_COPIES`)."""
+    elements = num_particles * batch_size * math.prod(x_shape)
+    need, have = elements * 4 * STEP_COPIES, memory_budget(device)
+    if need > have:
+        raise ConfigError(
+            f"num_particles={num_particles} with train.batch_size={batch_size} needs about "
+            f"{need / 2**30:.3g} GiB per step for observations of shape {list(x_shape)} (k x M x "
+            f"pixels x 4 bytes x {STEP_COPIES}), more than the {have / 2**30:.3g} GiB of "
+            f"{device.type}; lower num_particles or train.batch_size")
+
+
 def prepare_objective(name: str, num_particles: int, model, batch: Batch,
                       schedule: KLSchedule | None = None, **options) -> Objective:
     """The objective ``name`` adapted to ``model`` (with the KL weight of ``schedule`` where one
@@ -109,17 +140,81 @@ def prepare_objective(name: str, num_particles: int, model, batch: Batch,
         objective = objective_for_model(name, num_particles, model, batch, **options)
         if schedule is not None and schedule.active:
             objective = objective.with_kl_weight(KLWeight(schedule.weight(1.0)))
-        # no backward; buffers a training pass updates (VQ-VAE's EMA codebook) are put back
-        buffers = {n: b.clone() for n, b in model.named_buffers()}
-        objective.differentiable_loss(model.model, model.guide, batch)
-        with torch.no_grad():
-            for n, b in model.named_buffers():
-                b.copy_(buffers[n])
+        with buffers_kept(model):  # no backward
+            objective.differentiable_loss(model.model, model.guide, batch)
     except IncompatibleObjective as exc:
         raise ConfigError(str(exc)) from None
     except (ValueError, NotImplementedError) as exc:
         raise ConfigError(f"elbo={name} cannot train this model: {exc}") from None
     return objective
+
+
+@contextlib.contextmanager
+def buffers_kept(model):
+    """Put back the buffers that a pass updates (VQ-VAE's EMA codebook) when it ends: a dry run
+    or a probe must not train."""
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for n, b in model.named_buffers():
+                b.copy_(buffers[n])
+
+
+class DivergenceGuard:
+    """Stops a run whose training left the finite, plausible range, before the epoch is saved
+    (so the last good checkpoint is never rotated away).
+
+    Checked after every epoch: the training objective and the validation ELBO are finite, every
+    parameter is finite (non-finite gradients turn them into NaN), and the ELBO of a fixed probe
+    of :data:`PROBE_SIZE` training images (the same pixels every time) is not below the
+    untrained model's by more than :data:`FACTOR` times its size: an ELBO of −7·10⁹ nats per
+    image, where the untrained model has −550, is a learning rate far too large, not a model.
+
+    :param reference: the probe's ELBO under the untrained model (kept in the checkpoints, so a
+        resumed run compares with the same figure); ``None``: measured now.
+    """
+
+    PROBE_SIZE = 200
+    FACTOR = 10.0
+
+    def __init__(self, model, train: Split, seed: int, reference: float | None = None):
+        n = min(self.PROBE_SIZE, len(train))
+        y = train.y[:n] if train.y is not None else None
+        self.model, self.seed = model, seed
+        self.probe = Split(train.x[:n], y, train.dynamic)
+        self.reference = self.probe_elbo() if reference is None else reference
+
+    def probe_elbo(self) -> float:
+        with torch.random.fork_rng(devices=[self.probe.x.device]
+                                   if self.probe.x.device.type == "cuda" else []), \
+                buffers_kept(self.model), torch.no_grad():
+            torch.manual_seed(self.seed)
+            self.model.eval()
+            try:
+                return mean_elbo(self.model, self.probe)
+            finally:
+                self.model.train()
+
+    @property
+    def floor(self) -> float:
+        return self.reference - self.FACTOR * max(abs(self.reference), 1.0)
+
+    def check(self, row: dict) -> None:
+        """Raise a :class:`DivergenceError` (its message says what left the range) or return."""
+        if not math.isfinite(row["train_objective"]):
+            raise DivergenceError(f"the training objective is {row['train_objective']}")
+        bad = [n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise DivergenceError(f"parameters became NaN or infinite ({', '.join(bad[:3])}"
+                                  f"{', ...' if len(bad) > 3 else ''}): the gradients were not "
+                                  f"finite")
+        probe = self.probe_elbo()
+        if not math.isfinite(probe) or probe < self.floor:
+            raise DivergenceError(f"the ELBO of {len(self.probe)} training images is {probe:.4g} "
+                                  f"nats per image, far below the untrained model's "
+                                  f"{self.reference:.4g} (the floor is {self.floor:.4g})")
 
 
 def kl_clock(schedule: KLSchedule, objective: Objective, epoch: int
@@ -177,9 +272,6 @@ def train_epoch(model, engine: Engine, split: Split, batch_size: int,
     bar.close()
     seconds = time.perf_counter() - start
     value = -float(total) / steps / num_data
-    if value != value:  # NaN
-        raise FloatingPointError("training diverged (the objective is NaN); lower optim.lr or "
-                                 "check the data")
     return {"train_objective": value, "seconds": seconds, "images_per_s": num_data / seconds}
 
 
@@ -208,13 +300,19 @@ class LoopOptions:
 def run_epochs(model, objective: Objective, engine: Engine, train: Split, valid: Split | None,
                run_dir: Path | None, options: LoopOptions, *, start_epoch: int = 0,
                schedule: KLSchedule | None = None, record: dict | None = None,
-               row_info: dict | None = None, ctx: DistContext = SINGLE) -> list[dict]:
+               row_info: dict | None = None, ctx: DistContext = SINGLE,
+               reference: float | None = None) -> list[dict]:
     """Train from ``start_epoch`` + 1 to ``options.epochs``; after each epoch (on the main rank)
     append the metrics row (``row_info``, the epoch's figures, the validation ELBO where there
     is a ``valid`` split) to ``run_dir/metrics.jsonl`` and write a checkpoint holding
     ``record`` (the run's config). Returns every metrics row of the run. With ``run_dir=None``
-    nothing is written."""
+    nothing is written.
+
+    An epoch that diverges (:class:`DivergenceGuard`; ``reference`` is the untrained model's
+    probe ELBO a resumed run saved) raises a :class:`DivergenceError` naming the epoch, and is
+    neither recorded nor saved."""
     schedule = schedule or KLSchedule()
+    guard = DivergenceGuard(model, train, options.seed, reference)
     metrics = None
     if ctx.is_main and run_dir is not None:
         metrics = MetricsLog(run_dir, options.tensorboard)
@@ -229,21 +327,61 @@ def run_epochs(model, objective: Objective, engine: Engine, train: Split, valid:
         if options.lr_at is not None:
             row["lr"] = options.lr_at(epoch)
             engine.set_lr(row["lr"])
-        row |= train_epoch(model, engine, train, options.batch_size,
-                           options.progress and ctx.is_main,
-                           desc=f"epoch {epoch}/{options.epochs}", ctx=ctx, shuffle=shuffle,
-                           on_step=kl_clock(schedule, objective, epoch))
-        if objective.kl_weight is not None:
-            row["kl_weight"] = objective.kl_weight.weight
+        try:
+            row |= train_epoch(model, engine, train, options.batch_size,
+                               options.progress and ctx.is_main,
+                               desc=f"epoch {epoch}/{options.epochs}", ctx=ctx, shuffle=shuffle,
+                               on_step=kl_clock(schedule, objective, epoch))
+            if objective.kl_weight is not None:
+                row["kl_weight"] = objective.kl_weight.weight
+            guard.check(row)
+            if ctx.is_main and valid is not None:
+                row["valid_elbo"] = mean_elbo(model, valid)
+                if not math.isfinite(row["valid_elbo"]):
+                    raise DivergenceError(f"the validation ELBO is {row['valid_elbo']}")
+        except DivergenceError as exc:
+            raise _diverged(exc, epoch, start_epoch, run_dir, row) from None
+        except ValueError as exc:  # a distribution refusing NaN parameters (validation on)
+            if "invalid values" not in str(exc):
+                raise
+            raise _diverged(DivergenceError("parameters became NaN or infinite"), epoch,
+                            start_epoch, run_dir, row) from None
         if not ctx.is_main:  # ranks other than 0 go on to the next epoch's first all-reduce
             continue
-        if valid is not None:
-            row["valid_elbo"] = mean_elbo(model, valid)
         rows.append(row)
         if metrics is not None:
-            metrics.append(row)
-            save_checkpoint(run_dir, epoch, model, engine, record or {}, options.keep_checkpoints)
+            try:
+                metrics.append(row)
+                save_checkpoint(run_dir, epoch, model, engine,
+                                record or {}, options.keep_checkpoints,
+                                extra={"reference_elbo": guard.reference})
+            except OSError as exc:
+                raise RunDirError(
+                    f"could not write epoch {epoch}'s checkpoint or metrics in {run_dir}: "
+                    f"{exc.strerror or exc}; {_kept(epoch - 1, start_epoch, run_dir)}"
+                ) from None
         log.info("epoch %d: train %s %.2f, valid ELBO %s nats, %.1f s", epoch, objective.name,
                  row["train_objective"], f"{row['valid_elbo']:.2f}" if valid is not None
                  else "(no validation split)", row["seconds"])
     return metrics.rows() if metrics is not None else rows
+
+
+def _kept(last: int, start_epoch: int, run_dir: Path | None) -> str:
+    if run_dir is None:
+        return "nothing was written"
+    if last >= 1:
+        return (f"the checkpoint of epoch {last} is kept; continue from it with "
+                f"`aevb train --resume {run_dir}`")
+    return f"no epoch was saved; start it over with `aevb train --resume {run_dir}`"
+
+
+def _diverged(exc: DivergenceError, epoch: int, start_epoch: int, run_dir: Path | None,
+              row: dict) -> DivergenceError:
+    lr = row.get("lr")
+    fix = f"optim.lr={lr / 10:g}" if isinstance(lr, int | float) else "a lower optim.lr"
+    where = _kept(epoch - 1, start_epoch, run_dir).replace("`aevb train --resume "
+                                                            f"{run_dir}`",
+                                                            f"`aevb train --resume {run_dir} "
+                                                            f"{fix}`")
+    return DivergenceError(f"training diverged in epoch {epoch}: {exc}; epoch {epoch} was not "
+                           f"saved, {where} (a smaller learning rate; or check the data)")

@@ -5,9 +5,27 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 
 from aevb.inference.training.checkpoint import atomic_write_text
+
+
+def finite(value):
+    """``value`` with every non-finite float replaced by ``None``: JSON has no NaN or infinity,
+    and ``json.dumps`` would otherwise write ``NaN``/``-Infinity``, which JSON readers refuse."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def dumps(value, **options) -> str:
+    """Strict JSON of ``value`` (non-finite floats written as ``null``)."""
+    return json.dumps(finite(value), allow_nan=False, **options)
 
 
 class MetricsLog:
@@ -44,12 +62,12 @@ class MetricsLog:
             self.writer.flush()
 
     def _write(self, rows: list[dict]) -> None:
-        atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_text(self.jsonl, "".join(dumps(r) + "\n" for r in rows))
         fields: list[str] = []
         for r in rows:
             fields += [k for k in r if k not in fields]
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=fields)
         w.writeheader()
-        w.writerows(rows)
+        w.writerows(finite(rows))
         atomic_write_text(self.csv, buf.getvalue())

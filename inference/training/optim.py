@@ -26,5 +26,13 @@ def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float,
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Every parameter group's learning rate (what the checkpointed state then records)."""
+    set_hyperparameters(optimizer, lr=lr)
+
+
+def set_hyperparameters(optimizer: torch.optim.Optimizer, **values) -> None:
+    """Every parameter group's ``lr``, ``weight_decay``, ``eps`` ... (a value of ``None`` is
+    left as it is): a resumed run's settings reach the optimizer that a checkpoint restored."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        for key, value in values.items():
+            if value is not None and key in group:
+                group[key] = value

@@ -23,7 +23,8 @@ from torch import nn
 
 from ..base import Batch, LatentVariableModel
 from ..families import FAMILIES, VALUE_TYPES, Family, ValueType
-from ..networks import build_network
+from ..networks import ACTIVATIONS, build_network
+from ..posteriors import POSTERIORS
 from ..registry import UnknownNameError
 from ..zoo import register_model
 from .graph import CycleError, topological_order
@@ -132,6 +133,10 @@ class _Compiler:
                shape=None, num_classes=None, var_name: str = "", data=None) -> Family:
         """Build a family; ``vtype`` (for latents) fixes the value type it must fit."""
         name = name or (vtype.default_family if vtype else "")
+        if vtype is None and name in POSTERIORS or (vtype is None and name not in FAMILIES):
+            likelihoods = [n for n in FAMILIES.names() if n not in POSTERIORS]
+            raise self.error(path, f"unknown likelihood {name!r}; valid likelihoods: "
+                                   f"{', '.join(likelihoods)}")
         try:
             cls = FAMILIES.get(name)
         except UnknownNameError as exc:
@@ -250,6 +255,13 @@ class _Compiler:
             assert cond.family is not None
             out_shape = cond.family.param_shape
             path = f"networks.{name}"
+            if net_spec.activation not in ACTIVATIONS:
+                raise self.error(f"{path}.activation", f"unknown activation "
+                                                       f"{net_spec.activation!r}; valid activations:"
+                                                       f" {', '.join(ACTIVATIONS.names())}")
+            if not all(isinstance(h, int) and h > 0 for h in net_spec.hidden):
+                raise self.error(f"{path}.hidden", f"{net_spec.hidden}: hidden layer sizes are "
+                                                   f"integers >= 1")
             try:
                 net = build_network(net_spec.type, in_shapes, out_shape, net_spec.hidden,
                                     net_spec.activation, **net_spec.options)
