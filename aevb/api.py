@@ -170,7 +170,9 @@ def fit(model="vae", data=None, *, elbo: str | None = None,
     if resume:
         if run_path is None:
             raise ConfigError("resume=True needs run_dir= (the run to continue)")
-        saved = runs.load_checkpoint(runs.latest_checkpoint(run_path))["config"]
+        saved = runs.saved_config(run_path)
+        if model == "vae":  # the default: continue the run's own model
+            items = [i for i in items if i not in model_overrides]
         cfg = load_config(None, items, base=saved, data_source=source)
     elif isinstance(config, Config):
         cfg = load_config(None, items, base=to_dict(config), data_source=source)

@@ -362,10 +362,16 @@ def validate(cfg: Config, data_source=None) -> None:
         "train.keep_checkpoints": cfg.train.keep_checkpoints,
         "data.train_size": cfg.data.train_size, "data.test_size": cfg.data.test_size,
         "data.channels": cfg.data.channels, "optim.eps": cfg.optim.eps,
+        "model.posterior_size": cfg.model.posterior_size, "model.min_scale": cfg.model.min_scale,
+        "eval.num_images": cfg.eval.num_images,
     }
     for key, value in positive.items():
         if value is not None and value <= 0:
             raise ConfigError(f"bad value for config key {key!r}: must be > 0, got {value}")
+    hidden = cfg.model.hidden_sizes
+    if hidden is not None and not all(isinstance(h, int) and h > 0 for h in hidden):
+        raise ConfigError(f"bad value for config key 'model.hidden_sizes': {hidden}; give "
+                          f"layer sizes >= 1, e.g. [400]")
     for key, value in {"seed": cfg.seed, "eval.seed": cfg.eval.seed,
                        "data.binarization_seed": cfg.data.binarization_seed}.items():
         if not 0 <= value < 2**32:

@@ -69,7 +69,7 @@ def pytest_sessionfinish(session):
              "interrupts a run is followed by a check that the checkpoints already written "
              "still load and the run resumes.", "",
              f"Last run {date.today()}, Python {platform.python_version()}, torch "
-             f"{torch.__version__}: **{len(_FAULTS)} faults tried, {len(_FAULTS) - len(failed)} "
+             f"{torch.__version__}: **{len(_FAULTS)} rows tried, {len(_FAULTS) - len(failed)} "
              f"handled; runs lost: {0 if not failed else 'see failures'}; tracebacks left: "
              f"{0 if not failed else 'see failures'}**.", "",
              "| fault or input | result |", "|---|---|"]

@@ -508,9 +508,16 @@ def test_bad_options_of_other_commands(capsys, data, tmp_path):
                        (["sample", run, "-n", "0"], "must be >= 1"),
                        (["diagnose", "gradients", run, "--batch-size", "0"], "--batch-size"),
                        (["diagnose", "gradients", run, "--estimators", "foo"], "--estimators"),
+                       (["evaluate", run, "--batch-size", "0"], "--batch-size"),
                        (["diagnose", "gradients", run, "--estimators", "reparam,mmd5"],
                         "leave mmd5 out of --estimators")):
         refused(capsys, *argv, says=says)
+    m2 = tmp_path / "m2"  # an enumerated model: no score-function estimator
+    rc, _ = cli(capsys, "train", "--data", data, "--spec", "m2", "--run-dir", m2, "--no-progress",
+                "train.epochs=1", "eval.num_samples=2", "train.tensorboard=false")
+    assert rc == 0
+    refused(capsys, "diagnose", "gradients", m2, "--estimators", "reparam,score",
+            says="leave score out of --estimators")
 
 
 @fault("`kl.warmup_epochs=5` with `train.epochs=1`: a one-line warning that the KL weight ends "
