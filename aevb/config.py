@@ -140,6 +140,11 @@ class EvalConfig:
         the CPU measured than 250 x 20 (``benchmarks/throughput.py``).
     :param batch_size: test images per chunk (bounds memory).
     :param seed: seeds the importance samples, so the CLI and the API give the same figures.
+    :param track: splits (``train``, ``test``) whose mean single-sample ELBO is logged after
+        every epoch as ``train_elbo`` / ``test_elbo`` (the validation ELBO always is): learning
+        curves on the training and test data, as Kingma & Welling (2014)'s Figure 2. The
+        training split is scored as the test split is (a fixed binarization, no minibatch noise).
+    :param track_size: the first n images of each tracked split (unset: all).
     """
 
     num_samples: int = 5000
@@ -147,6 +152,8 @@ class EvalConfig:
     batch_size: int = 20
     num_images: int = 64
     seed: int = 0
+    track: list[str] = field(default_factory=list)
+    track_size: int | None = None
 
 
 @dataclass
@@ -363,11 +370,15 @@ def validate(cfg: Config, data_source=None) -> None:
         "data.train_size": cfg.data.train_size, "data.test_size": cfg.data.test_size,
         "data.channels": cfg.data.channels, "optim.eps": cfg.optim.eps,
         "model.posterior_size": cfg.model.posterior_size, "model.min_scale": cfg.model.min_scale,
-        "eval.num_images": cfg.eval.num_images,
+        "eval.num_images": cfg.eval.num_images, "eval.track_size": cfg.eval.track_size,
     }
     for key, value in positive.items():
         if value is not None and value <= 0:
             raise ConfigError(f"bad value for config key {key!r}: must be > 0, got {value}")
+    unknown = sorted(set(cfg.eval.track) - set(TRACKABLE))
+    if unknown:
+        raise ConfigError(f"bad value for config key 'eval.track': {unknown}; give a list out of "
+                          f"{', '.join(TRACKABLE)} (the validation ELBO is always logged)")
     hidden = cfg.model.hidden_sizes
     if hidden is not None and not all(isinstance(h, int) and h > 0 for h in hidden):
         raise ConfigError(f"bad value for config key 'model.hidden_sizes': {hidden}; give "
@@ -403,6 +414,9 @@ def validate(cfg: Config, data_source=None) -> None:
             raise ConfigError(f"bad value for config key 'data.image_size': {image_size!r}; "
                               f"give [H, W] or one size in pixels")
 
+
+#: the splits ``eval.track`` can name
+TRACKABLE = ("train", "test")
 
 #: ``model.name`` of a model object handed to :func:`aevb.fit` (``object:module.Class``)
 OBJECT_PREFIX = "object:"

@@ -52,7 +52,7 @@ from aevb.inference.training.schedules import SCHEDULES
 from . import pictures
 from .builder import adopt, build
 from .config import OBJECT_PREFIX, Config, from_dict, to_dict, to_yaml
-from .data import DATASETS, DataSource, load_data, resolve_defaults
+from .data import DATASETS, DataSource, load_data, resolve_defaults, scored
 from .lock import claim, contents
 from .resume import ResumePlan
 from .resume import plan as resume_plan
@@ -259,7 +259,7 @@ def _execute(cfg: Config, run_dir: Path, resume: bool, checkpoint: Path | None,
     rows = run_epochs(model, objective, engine, data.train, data.valid,
                       run_dir if ctx.is_main else None, options_, start_epoch=start_epoch,
                       schedule=schedule, record=to_dict(cfg), row_info=row_info, ctx=ctx,
-                      reference=reference)
+                      reference=reference, tracked=tracked_splits(data, cfg))
     distributed.shutdown(ctx)
     if ctx.active and device.type == "cpu":  # the other ranks are gone: rank 0 takes the cores
         torch.set_num_threads(len(os.sched_getaffinity(0)))
@@ -271,6 +271,17 @@ def _execute(cfg: Config, run_dir: Path, resume: bool, checkpoint: Path | None,
                                     "data_source": data.source})
         pictures.write_all(model, split, rows, run_dir, cfg.eval.num_images)
     return Trained(cfg, model, data, device, run_dir)
+
+
+def tracked_splits(data: DataBundle, cfg: Config) -> dict[str, Split]:
+    """The splits of ``cfg.eval.track`` whose ELBO every epoch logs (``train_elbo``, ...)."""
+    out = {}
+    for name in cfg.eval.track:
+        split = getattr(data, name)
+        if split is None:
+            raise DataError(f"eval.track names {name!r}, but the data has no {name} split")
+        out[name] = scored(split, cfg.eval.track_size, cfg.data.binarization_seed + 3)
+    return out
 
 
 def _evaluated(run_dir: Path, cfg: Config, epoch: int) -> bool:

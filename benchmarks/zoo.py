@@ -85,18 +85,21 @@ def run_settings(args) -> list[str]:
     return overrides
 
 
-def train_or_resume(label: str, run_dir: Path, config, tag: str = "zoo") -> None:
-    """Train and evaluate one row into ``run_dir``, resuming where it stopped; ``config()``
-    builds its config; a row whose evaluation is written is not run again."""
+def train_or_resume(label: str, run_dir: Path, config, tag: str = "zoo",
+                    evaluate: bool = True) -> None:
+    """Train and evaluate (``evaluate``) one row into ``run_dir``, resuming where it stopped;
+    ``config()`` builds its config; a row whose evaluation is written is not run again."""
     from aevb.inference.training import list_checkpoints
     from aevb.runs import train
 
     if (run_dir / "evaluation.json").is_file():
         return
     cfg = config()
-    resume = run_dir.is_dir() and bool(list_checkpoints(run_dir))
-    print(f"[{tag}] {label}: {'resuming' if resume else 'training'} in {run_dir}", flush=True)
-    train(cfg, run_dir, resume=resume)
+    # a folder stopped before its first checkpoint is started over by a resume
+    resume = run_dir.is_dir() and any(run_dir.iterdir())
+    state = "resuming" if resume and list_checkpoints(run_dir) else "training"
+    print(f"[{tag}] {label}: {state} in {run_dir}", flush=True)
+    train(cfg, run_dir, resume=resume, final_evaluation=evaluate)
 
 
 def row_config(row: Row, args):

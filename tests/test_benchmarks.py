@@ -16,12 +16,16 @@ SMOKE_ARGS = {
     "scaling.py": ["--ranks", "1,2", "--batch-sizes", "16", "--steps", "2", "--repeats", "1"],
     "burda.py": ["--rows", "vae1,iwae2_k5", "--stages", "2", "--samples", "5", "--train-size",
                  "200", "--test-size", "20", "--out", "{tmp}/burda", "--no-progress"],
+    "kingma_welling.py": ["--z-dims", "3", "--samples-evaluated", "400", "--track-size", "50",
+                          "--samples", "3", "--train-size", "200", "--test-size", "20", "--out",
+                          "{tmp}/kw", "--no-progress"],
     "zoo.py": ["--rows", "vae,sbn_ws,vqvae", "--epochs", "1", "--samples", "10", "--train-size",
                "600", "--test-size", "20", "--out", "{tmp}/zoo", "--no-progress"],
 }
 EXPECTED = {"throughput.py": "ratio aevb / hand-written", "m2_enumeration.py": "speed-up (reference",
             "scaling.py": "| 16 | 2 | 1 |", "zoo.py": "| SBN 200 / wake-sleep | -",
-            "burda.py": "| 2 layers, IWAE k=5 | 83.89 |"}
+            "burda.py": "| 2 layers, IWAE k=5 | 83.89 |",
+            "kingma_welling.py": "| 3 | wake-sleep |"}
 
 
 def test_every_benchmark_is_listed():

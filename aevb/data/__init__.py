@@ -29,7 +29,7 @@ from .sources import DATASETS, DataSource, Part, RawData
 BINARIZATIONS = ("dynamic", "static", "none")
 
 __all__ = ["BINARIZATIONS", "DATASETS", "DataBundle", "DataSource", "InMemory", "Part",
-           "RawData", "Split", "cache_dir", "evaluation_part", "from_object", "load_data",
+           "RawData", "Split", "cache_dir", "evaluation_part", "from_object", "load_data", "scored",
            "resolve_defaults"]
 
 
@@ -74,6 +74,14 @@ def evaluation_part(raw: RawData, cfg, device: torch.device | str = "cpu") -> Sp
                             f"run's data was; scale them to [0, 1]")
         x = _binarize_once(x, cfg.binarization_seed + 2)
     return Split(x.to(device), None if y is None else y.to(device))
+
+
+def scored(split: Split, size: int | None = None, seed: int = 0) -> Split:
+    """The first ``size`` images of ``split`` as an evaluation scores them: a split that draws
+    fresh pixels every batch (dynamic binarization) binarized once, from ``seed``."""
+    x = split.x[:size] if size is not None else split.x
+    y = None if split.y is None else split.y[: len(x)]
+    return Split(_binarize_once(x, seed) if split.dynamic else x, y)
 
 
 def load_data(cfg, device: torch.device | str = "cpu", source: DataSource | None = None

@@ -150,6 +150,15 @@ def prepare_objective(name: str, num_particles: int, model, batch: Batch,
 
 
 @contextlib.contextmanager
+def forked_rng(device: torch.device, seed: int):
+    """Draws from ``seed`` that leave the random stream (of the CPU and of ``device``) as it
+    was: a probe or a learning curve changes no training step."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
 def buffers_kept(model):
     """Put back the buffers that a pass updates (VQ-VAE's EMA codebook) when it ends: a dry run
     or a probe must not train."""
@@ -187,10 +196,8 @@ class DivergenceGuard:
         self.reference = self.probe_elbo() if reference is None else reference
 
     def probe_elbo(self) -> float:
-        with torch.random.fork_rng(devices=[self.probe.x.device]
-                                   if self.probe.x.device.type == "cuda" else []), \
-                buffers_kept(self.model), torch.no_grad():
-            torch.manual_seed(self.seed)
+        with forked_rng(self.probe.x.device, self.seed), buffers_kept(self.model), \
+                torch.no_grad():
             self.model.eval()
             try:
                 return mean_elbo(self.model, self.probe)
@@ -301,7 +308,8 @@ def run_epochs(model, objective: Objective, engine: Engine, train: Split, valid:
                run_dir: Path | None, options: LoopOptions, *, start_epoch: int = 0,
                schedule: KLSchedule | None = None, record: dict | None = None,
                row_info: dict | None = None, ctx: DistContext = SINGLE,
-               reference: float | None = None) -> list[dict]:
+               reference: float | None = None, tracked: dict[str, Split] | None = None
+               ) -> list[dict]:
     """Train from ``start_epoch`` + 1 to ``options.epochs``; after each epoch (on the main rank)
     append the metrics row (``row_info``, the epoch's figures, the validation ELBO where there
     is a ``valid`` split) to ``run_dir/metrics.jsonl`` and write a checkpoint holding
@@ -310,7 +318,11 @@ def run_epochs(model, objective: Objective, engine: Engine, train: Split, valid:
 
     An epoch that diverges (:class:`DivergenceGuard`; ``reference`` is the untrained model's
     probe ELBO a resumed run saved) raises a :class:`DivergenceError` naming the epoch, and is
-    neither recorded nor saved."""
+    neither recorded nor saved.
+
+    ``tracked``: further splits (``{"train": ..., "test": ...}``) whose mean ELBO each row
+    records as ``NAME_elbo``, with its own seeded draws (training's random stream is left as
+    it was, so tracking changes no trained parameter)."""
     schedule = schedule or KLSchedule()
     guard = DivergenceGuard(model, train, options.seed, reference)
     metrics = None
@@ -339,6 +351,8 @@ def run_epochs(model, objective: Objective, engine: Engine, train: Split, valid:
                 row["valid_elbo"] = mean_elbo(model, valid)
                 if not math.isfinite(row["valid_elbo"]):
                     raise DivergenceError(f"the validation ELBO is {row['valid_elbo']}")
+            if ctx.is_main:
+                row |= track(model, tracked or {}, options.seed)
         except DivergenceError as exc:
             raise _diverged(exc, epoch, start_epoch, run_dir, row) from None
         except ValueError as exc:  # a distribution refusing NaN parameters (validation on)
@@ -366,13 +380,22 @@ def run_epochs(model, objective: Objective, engine: Engine, train: Split, valid:
     return metrics.rows() if metrics is not None else rows
 
 
+def track(model, splits: dict[str, Split], seed: int) -> dict[str, float]:
+    """``{NAME_elbo: mean ELBO}`` of each split, drawn from ``seed`` inside a fork of the random
+    stream."""
+    if not splits:
+        return {}
+    with forked_rng(next(iter(splits.values())).x.device, seed):
+        return {f"{name}_elbo": mean_elbo(model, split) for name, split in splits.items()}
+
+
 def _kept(last: int, start_epoch: int, run_dir: Path | None) -> str:
     if run_dir is None:
         return "nothing was written"
     if last >= 1:
         return (f"the checkpoint of epoch {last} is kept; continue from it with "
                 f"`aevb train --resume {run_dir}`")
-    return f"no epoch was saved; start it over with `aevb train --resume {run_dir}`"
+    return f"no earlier epoch was saved; start it over with `aevb train --resume {run_dir}`"
 
 
 def _diverged(exc: DivergenceError, epoch: int, start_epoch: int, run_dir: Path | None,
@@ -383,5 +406,5 @@ def _diverged(exc: DivergenceError, epoch: int, start_epoch: int, run_dir: Path 
                                                             f"{run_dir}`",
                                                             f"`aevb train --resume {run_dir} "
                                                             f"{fix}`")
-    return DivergenceError(f"training diverged in epoch {epoch}: {exc}; epoch {epoch} was not "
-                           f"saved, {where} (a smaller learning rate; or check the data)")
+    return DivergenceError(f"training diverged in epoch {epoch}: {exc}. Epoch {epoch} was not "
+                           f"saved; {where} (a smaller learning rate; or check the data)")
