@@ -83,12 +83,16 @@ class Run:
 
     def evaluate(self, data=None, num_samples: int | None = None, *, batch_size: int | None = None,
                  sample_chunk: int | None = None, seed: int | None = None,
-                 write: bool = False) -> dict:
+                 write: bool = False, overwrite: bool = False) -> dict:
         """Test ELBO, importance-sampled log p(x) (k = ``num_samples``, default the config's
         5000), active units, in nats per datapoint, on ``data`` (default the run's test
-        split), as ``aevb evaluate`` computes them; ``write`` saves ``evaluation.json``."""
+        split), as ``aevb evaluate`` computes them; ``write`` saves ``evaluation.json``, which
+        an evaluation with fewer samples or images replaces only with ``overwrite``."""
         name, split = self._split(data)
         ev = self.config.eval
+        if write and not overwrite:
+            runs.refuse_weaker(self.path / "evaluation.json", num_samples or ev.num_samples,
+                               len(split))
         cfg = replace(self.config, eval=replace(
             ev, sample_chunk=sample_chunk or ev.sample_chunk, batch_size=batch_size or ev.batch_size,
             seed=ev.seed if seed is None else seed), train=replace(self.config.train, progress=False))

@@ -172,29 +172,12 @@ def _load(args, **options):
                     trust_code=args.trust_model_file, **options)
 
 
-def _weaker(existing: Path, num_samples: int, test_size: int | None) -> str | None:
-    """Why an evaluation with ``num_samples`` (on the first ``test_size`` images) is weaker than
-    the one ``existing`` holds, or ``None`` when it is not."""
-    try:
-        old = json.loads(existing.read_text())
-    except (OSError, ValueError):
-        return None
-    k, n = old.get("num_samples", 0), old.get("num_images", 0)
-    if num_samples < k or (test_size is not None and test_size < n):
-        return (f"{existing} holds a k={k} evaluation on {n} images; this one (k={num_samples}"
-                f"{f', {test_size} images' if test_size else ''}) would replace it with a weaker "
-                f"figure: write it elsewhere with --out FILE, or pass --overwrite")
-    return None
-
-
 def _evaluate(args) -> int:
-    from .runs import evaluation_split, write_evaluation
+    from .runs import evaluation_split, refuse_weaker, write_evaluation
 
     out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
-    if out.is_file() and not args.overwrite:
-        reason = _weaker(out, args.num_samples, args.test_size)
-        if reason:
-            raise AevbError(reason)
+    if not args.overwrite:
+        refuse_weaker(out, args.num_samples, args.test_size)
     overrides = {"test_size": args.test_size} if args.test_size else None
     if args.data_dir:
         overrides = (overrides or {}) | {"data_dir": args.data_dir}

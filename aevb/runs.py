@@ -358,6 +358,22 @@ def evaluation_split(data: DataBundle) -> tuple[str, Split]:
     return "valid", data.valid
 
 
+def refuse_weaker(existing: Path, num_samples: int, num_images: int | None) -> None:
+    """Raise a :class:`ConfigError` when writing an evaluation with ``num_samples`` importance
+    samples on ``num_images`` images (``None``: all) over ``existing`` would replace a figure
+    computed with more of either."""
+    try:
+        old = json.loads(Path(existing).read_text())
+    except (OSError, ValueError):
+        return
+    k, n = old.get("num_samples", 0), old.get("num_images", 0)
+    if num_samples < k or (num_images is not None and num_images < n):
+        images = f", {num_images} images" if num_images is not None else ""
+        raise ConfigError(f"{existing} holds a k={k} evaluation on {n} images; this one "
+                          f"(k={num_samples}{images}) would replace it with a weaker figure: "
+                          f"write it elsewhere (--out FILE), or overwrite it (--overwrite)")
+
+
 def write_evaluation(model, split: Split, cfg: Config, run_dir: Path, num_samples: int,
                      device: torch.device, data_info: dict | None = None,
                      out: Path | None = None, write: bool = True) -> dict:

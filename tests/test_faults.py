@@ -152,6 +152,13 @@ def test_weaker_evaluation_does_not_replace_a_stronger_one(capsys, data, tmp_pat
     rc, _ = cli(capsys, "evaluate", run, "--num-samples", "10", "--out", tmp_path / "k10.json",
                 "--no-progress")
     assert rc == 0 and json.loads((tmp_path / "k10.json").read_text())["num_samples"] == 10
+    import aevb
+    from aevb.inference.errors import ConfigError
+
+    loaded = aevb.load(run)
+    with pytest.raises(ConfigError, match="weaker figure"):  # the API keeps it too
+        loaded.evaluate(num_samples=5, write=True)
+    assert (run / "evaluation.json").read_bytes() == before
     rc, _ = cli(capsys, "evaluate", run, "--num-samples", "10", "--overwrite", "--no-progress")
     assert rc == 0 and json.loads((run / "evaluation.json").read_text())["num_samples"] == 10
 
