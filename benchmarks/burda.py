@@ -25,12 +25,11 @@ MB a row), so a sitting on a fresh checkout resumes too. The table (``burda.md``
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoo import run_settings, train_or_resume  # the sibling script's row runner
+from zoo import read_metrics, run_settings, train_or_resume, write_results  # the sibling script's row runner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,11 +90,10 @@ def row_figures(row: Row, args) -> dict:
     run_dir = row_dir(row, args)
     out = {"row": row.key, "label": row.label, "paper_nll": row.paper_nll,
            "budget": passes(args.stages)}
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.is_file():
-        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    rows = read_metrics(run_dir)
+    if rows:
         out |= {"passes": len(rows), "hours": sum(r["seconds"] for r in rows) / 3600,
-                "train_objective": rows[-1]["train_objective"] if rows else None}
+                "train_objective": rows[-1]["train_objective"]}
     evaluation = run_dir / "evaluation.json"
     if evaluation.is_file():
         ev = json.loads(evaluation.read_text())
@@ -110,10 +108,6 @@ def write_table(results: list[dict], args) -> str:
     fields = ["row", "label", "paper_nll", "nll", "stderr", "minus_paper", "elbo",
               "active_units", "passes", "budget", "hours", "train_objective", "num_images",
               "num_samples"]
-    with open(args.out / "burda.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(results)
     subset = " (SUBSET: smoke settings)" if args.train_size or args.test_size else ""
     lines = [
         f"MNIST{subset}, dynamic binarization, {args.train_size or 60000} training images, batch "
@@ -133,9 +127,7 @@ def write_table(results: list[dict], args) -> str:
         lines.append(f"| {r['label']} | {r['paper_nll']:.2f} | {r['nll']:.2f} ± {r['stderr']:.2f} "
                      f"| {r['minus_paper']:+.2f} | {r['elbo']:.2f} | {r['active_units']} | "
                      f"{done} | {hours} |")
-    text = "\n".join(lines) + "\n"
-    (args.out / "burda.md").write_text(text)
-    return text
+    return write_results(args.out, "burda", fields, results, lines)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,12 +26,11 @@ the whole test set after every epoch (``eval.track``). Every run is an aevb run 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 from pathlib import Path
 
-from zoo import run_settings, train_or_resume  # the sibling script's row runner
+from zoo import read_metrics, run_settings, train_or_resume, write_results  # the sibling script's row runner
 
 ROOT = Path(__file__).resolve().parents[1]
 Z_DIMS = (3, 5, 10, 20, 200)
@@ -63,13 +62,6 @@ def base_config(args, method: str, z_dim: int, lr: float, n_epochs: int, track: 
     return load_config(None, overrides)
 
 
-def rows_of(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def select_step_size(args, method: str, z_dim: int) -> float:
     """The candidate with the best training objective after ``--select-epochs`` epochs."""
     folder = args.out / "runs" / f"{method}-z{z_dim}"
@@ -88,7 +80,7 @@ def select_step_size(args, method: str, z_dim: int) -> float:
                             "kw", evaluate=False)
         except DivergenceError as exc:  # a step size that diverges loses
             print(f"[kw] lr={lr} diverged: {exc}", flush=True)
-        done = rows_of(run_dir)
+        done = read_metrics(run_dir)
         last = done[-1]["train_objective"] if len(done) == args.select_epochs else -math.inf
         scores[lr] = last if math.isfinite(last) else -math.inf
     best = max(scores, key=scores.get)
@@ -113,7 +105,7 @@ def results(args) -> list[dict]:
     for z_dim in args.z_dims:
         for method in METHODS:
             run_dir = run_dir_of(args, method, z_dim)
-            rows = rows_of(run_dir)
+            rows = read_metrics(run_dir)
             selection = run_dir.parent / "selection.json"
             lr = json.loads(selection.read_text())["lr"] if selection.is_file() else None
             entry = {"z_dim": z_dim, "method": method, "lr": lr, "epochs": len(rows),
@@ -156,10 +148,6 @@ def write_figure(found: list[dict], args) -> Path:
 def write_table(found: list[dict], args) -> str:
     fields = ["z_dim", "method", "lr", "epochs", "budget", "samples", "train_elbo", "test_elbo",
               "hours"]
-    with open(args.out / "figure2.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(found)
     subset = " (SUBSET: smoke settings)" if args.train_size or args.test_size else ""
     lines = [f"MNIST{subset}, {num_train(args)} training images binarized once, "
              f"{args.test_size or 10000} test images; 784-500-N_z tanh MLPs, Bernoulli decoder, "
@@ -177,9 +165,7 @@ def write_table(found: list[dict], args) -> str:
         lines.append(f"| {e['z_dim']} | {e['method']} | {e['lr']} | {e['epochs']}/{e['budget']} "
                      f"| {e['samples']:.3g} | {e['train_elbo']:.2f} | {e['test_elbo']:.2f} | "
                      f"{e['hours']:.2f} |")
-    text = "\n".join(lines) + "\n"
-    (args.out / "figure2.md").write_text(text)
-    return text
+    return write_results(args.out, "figure2", fields, found, lines)
 
 
 def report(args) -> str:

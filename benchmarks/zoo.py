@@ -102,6 +102,26 @@ def train_or_resume(label: str, run_dir: Path, config, tag: str = "zoo",
     train(cfg, run_dir, resume=resume, final_evaluation=evaluate)
 
 
+def read_metrics(run_dir: Path) -> list[dict]:
+    """A run folder's per-epoch metrics rows (none before its first epoch)."""
+    from aevb.inference.training.metrics import MetricsLog
+
+    return MetricsLog(run_dir, tensorboard=False).rows()
+
+
+def write_results(out: Path, stem: str, fields: list[str], results: list[dict],
+                  lines: list[str]) -> str:
+    """``out/STEM.csv`` (``fields`` of every result) and ``out/STEM.md`` (``lines``); returns
+    the Markdown."""
+    with open(out / f"{stem}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(results)
+    text = "\n".join(lines) + "\n"
+    (out / f"{stem}.md").write_text(text)
+    return text
+
+
 def row_config(row: Row, args):
     from aevb.config import load_config
 
@@ -125,7 +145,7 @@ def row_figures(row: Row, out: Path) -> dict:
     if not evaluation.is_file():
         return figures
     ev = json.loads(evaluation.read_text())
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(run_dir)
     figures |= {k: ev.get(k) for k in ("log_likelihood", "log_likelihood_stderr", "elbo",
                                        "active_units", "num_images", "num_samples",
                                        "reconstruction", "perplexity", "codes_used")}
@@ -144,10 +164,6 @@ def write_table(results: list[dict], out: Path, args) -> str:
     fields = ["row", "label", "log_likelihood", "log_likelihood_stderr", "elbo", "active_units",
               "seconds_per_epoch", "epochs", "num_images", "num_samples", "reconstruction",
               "perplexity", "codes_used"]
-    with open(out / "zoo.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(results)
     test = f"first {args.test_size} test images" if args.test_size else "the full 10,000-image test set"
     train = f"{args.train_size} training images" if args.train_size else "50,000 training images"
     lines = [
@@ -170,9 +186,7 @@ def write_table(results: list[dict], out: Path, args) -> str:
             f"| {r['label']} | {ll} | {_cell(r.get('elbo'), '.2f')} | "
             f"{_cell(r.get('active_units'), 'd')} | {r['seconds_per_epoch']:.1f} | "
             f"{_cell(r.get('reconstruction'), '.2f')} | {_cell(r.get('perplexity'), '.1f')} |")
-    text = "\n".join(lines) + "\n"
-    (out / "zoo.md").write_text(text)
-    return text
+    return write_results(out, "zoo", fields, results, lines)
 
 
 def main(argv: list[str] | None = None) -> None:
