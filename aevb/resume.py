@@ -67,9 +67,13 @@ def plan(saved: dict, new: dict, trained: int, engine: str) -> ResumePlan:
     """Check the new configuration ``new`` against ``saved`` (both as :func:`~aevb.config.to_dict`
     gives them) for a run that has trained ``trained`` epochs; raise :class:`ConfigError` for a
     change a resume cannot make."""
-    old, now = flatten(saved), flatten(new)
+    from aevb.config import Config, to_dict
+
+    old, now, default = flatten(saved), flatten(new), flatten(to_dict(Config()))
+    # a key the saved config lacks (added by a newer aevb) at its default is no change
     changes = {k: (old.get(k), now.get(k)) for k in sorted(set(old) | set(now))
-               if old.get(k) != now.get(k) and k not in ("train.progress",)}
+               if old.get(k) != now.get(k) and k not in ("train.progress",)
+               and not (k not in old and now.get(k) == default.get(k))}
     for key, (before, after) in changes.items():
         reason = _fixed_reason(key)
         if reason:

@@ -103,6 +103,17 @@ def test_resume_lr_override_reaches_the_optimizer(capsys, data, tmp_path):
     assert resumes[-1]["epoch"] == 1 and resumes[-1]["changes"]["optim.lr"] == [0.001, 0.0002]
 
 
+@fault("a checkpoint written by an older aevb (its config lacks a newer key) resumes without a "
+       "spurious recorded change")
+def test_keys_newer_than_the_saved_config_are_no_change():
+    from aevb.config import Config, to_dict
+    from aevb.resume import plan
+
+    saved = to_dict(Config())
+    del saved["eval"]["track"]  # a checkpoint written before eval.track existed
+    assert plan(saved, to_dict(Config()), 1, "fast").changes == {}
+
+
 @fault("`--resume` changing what the run is (model, data, seed, optimizer, engine) is refused "
        "before anything is written")
 def test_resume_cannot_change_the_model_or_seed(capsys, data, tmp_path):
