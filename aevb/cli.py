@@ -224,6 +224,7 @@ def _experiment(args) -> int:
         methods=[m for m in args.methods.split(",") if m], batch_size=args.batch_size, lr=args.lr,
         alpha=args.alpha, labelled_weight=args.labelled_weight,
         labelled_batches=args.labelled_batches, m1_epochs=args.m1_epochs,
+        z_kl_start=args.z_kl_start, z_kl_epochs=args.z_kl_epochs,
         binarization=args.binarization,
         train_size=args.train_size, test_size=args.test_size, data_dir=args.data_dir,
         device=args.device or "auto")
@@ -364,6 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
                     " or each labelled image once per epoch, spread over the epoch and scaled so "
                     "an epoch's expected objective is the same (Pyro's ss_vae_M2)")
     ss.add_argument("--m1-epochs", type=positive, help="epochs of M1 (default: --epochs)")
+    ss.add_argument("--z-kl-start", type=_positive_float, default=1.0,
+                    help="M2's weight on KL(q(z|x,y) || p(z)) at the start; above 1 the class is "
+                    "cheaper in y than in z while it falls to 1 (the paper's objective)")
+    ss.add_argument("--z-kl-epochs", type=fraction_or_more, default=0.0,
+                    help="epochs over which that weight falls linearly to 1")
     ss.add_argument("--binarization", default="dynamic", choices=["dynamic", "static", "none"])
     ss.add_argument("--train-size", type=positive, help="first n training images only (quick runs)")
     ss.add_argument("--test-size", type=positive, help="first n validation and test images only")

@@ -8,6 +8,7 @@ import torch
 from aevb.experiments.semisupervised import Experiment, ExperimentConfig, summarize, t95
 from aevb.inference import Split
 from aevb.inference.errors import ConfigError, RunDirError
+from aevb.inference.objectives import KLSchedule
 from aevb.inference.semisupervised import (
     METHODS,
     Method,
@@ -18,6 +19,7 @@ from aevb.inference.semisupervised import (
     paired_batches,
     recycled,
 )
+from aevb.models.base import Batch
 
 
 def fake_labels(n=1000, classes=10, seed=0):
@@ -153,7 +155,7 @@ def test_tiny_experiment_writes_table_plot_and_resumes(fashion_dir, tmp_path, mo
     calls = []
     original = METHODS.get("m2").train_epoch
     monkeypatch.setattr(METHODS.get("m2"), "train_epoch",
-                        lambda self: calls.append(1) or original(self))
+                        lambda self, epoch: calls.append(1) or original(self, epoch))
     Experiment(tiny(data_dir=str(fashion_dir)), out, progress=False).run_all()
     assert finished.stat().st_mtime_ns == before
     assert calls == []  # its checkpoint already held the last epoch: nothing retrained
@@ -191,9 +193,10 @@ def test_more_epochs_continue_finished_runs_from_their_last_checkpoint(fashion_d
     for name in ("m1m2", "m1baseline", "baseline"):
         original = METHODS.get(name).train_epoch
         monkeypatch.setattr(METHODS.get(name), "train_epoch",
-                            lambda self, original=original: epochs_trained.append(1) or original(self))
+                            lambda self, epoch, original=original: epochs_trained.append(epoch)
+                            or original(self, epoch))
     Experiment(tiny(epochs=3, **cfg), out, progress=False).run_all()
-    assert len(epochs_trained) == 3 * 2  # epochs 2 and 3 of each run, epoch 1 not again
+    assert epochs_trained == [2, 3] * 3  # epochs 2 and 3 of each run, epoch 1 not again
     for name in ("m1m2", "m1baseline", "baseline"):
         run = out / "runs" / f"{name}-n20-seed0"
         assert json.loads((run / "result.json").read_text())["epochs"] == 3
@@ -215,18 +218,19 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(fashion_dir, tmp_path, m
     cls = METHODS.get("baseline")
     original, epochs_run = cls.train_epoch, []
 
-    def interrupt_second(self):
-        epochs_run.append(1)
+    def interrupt_second(self, epoch):
+        epochs_run.append(epoch)
         if len(epochs_run) == 2:
             raise KeyboardInterrupt
-        return original(self)
+        return original(self, epoch)
 
     monkeypatch.setattr(cls, "train_epoch", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         Experiment(cfg, tmp_path, progress=False).run_all()
-    monkeypatch.setattr(cls, "train_epoch", lambda self: epochs_run.append(1) or original(self))
+    monkeypatch.setattr(cls, "train_epoch", lambda self, epoch: epochs_run.append(epoch)
+                        or original(self, epoch))
     Experiment(cfg, tmp_path, progress=False).run_all()
-    assert len(epochs_run) == 3  # epoch 1, the interrupted epoch 2, then epoch 2 again only
+    assert epochs_run == [1, 2, 2]  # epoch 1, the interrupted epoch 2, then epoch 2 again only
     rows = [json.loads(line) for line in
             (tmp_path / "runs" / "baseline-n20-seed0" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
@@ -236,3 +240,87 @@ def test_unknown_methods_are_refused():
     valid = "baseline, m1baseline, m1m2, m2"
     with pytest.raises(ConfigError, match=f"unknown method 'm3'; valid methods: {valid}$"):
         ExperimentConfig(methods=["m3"]).check()
+
+
+def small_semi_data(n_labelled=10, n_unlabelled=50):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.bernoulli(torch.rand(n_labelled + n_unlabelled, 1, 28, 28, generator=gen),
+                        generator=gen)
+    y = torch.arange(n_labelled + n_unlabelled) % 10
+    return SemiData(Split(x[:n_labelled], y[:n_labelled]), Split(x[n_labelled:], y[n_labelled:]),
+                    Split(x[:5], y[:5]), Split(x[:5], y[:5]))
+
+
+def test_annealing_from_above_falls_linearly_to_beta():
+    schedule = KLSchedule(beta=1.0, warmup_epochs=4, start=5.0)
+    assert [schedule.weight(t) for t in (0.0, 1.0, 2.0, 4.0, 9.0)] == [5.0, 4.0, 3.0, 1.0, 1.0]
+    assert schedule.active and not KLSchedule(beta=1.0, warmup_epochs=4, start=1.0).active
+
+
+def test_m2_z_kl_weight_scales_the_z_term_and_nothing_else():
+    """With weight w on z's sites the loss of a labelled batch is the ELBO's with
+    w (log q(z|x,y) - log p(z)) in place of its z term: its slope in w is that log-ratio at the
+    sampled z, computed here from a trace of the guide and the model; at w = 1 it is the plain
+    M2 objective. On an unlabelled batch (y enumerated) the loss is affine in w too."""
+    from pyro import poutine
+
+    data = small_semi_data()
+    plain = METHODS.get("m2")(data, Settings())
+    torch.manual_seed(1)
+    annealed = METHODS.get("m2")(data, Settings(z_kl_start=5.0, z_kl_epochs=2))
+    annealed.module.load_state_dict(plain.module.state_dict())
+    objective, module = annealed.optimizer.objective, annealed.module
+    handler = objective.kl_weight
+    assert handler.sites == {"z"} and handler.weight == 5.0
+    assert plain.optimizer.objective.kl_weight is None
+    labelled = next(annealed.labelled_stream)
+    unlabelled = Batch(data.unlabelled.x[:8], None, torch.arange(8), len(data.unlabelled))
+
+    def loss(w, batch, objective=objective):
+        handler.weight = w
+        torch.manual_seed(2)
+        return float(objective.differentiable_loss(module.model, module.guide, batch).detach())
+
+    for batch in (labelled, unlabelled):
+        assert loss(1.0, batch) == pytest.approx(loss(1.0, batch, plain.optimizer.objective))
+        l1, l2, l3 = loss(1.0, batch), loss(2.0, batch), loss(3.0, batch)
+        assert l3 - l1 == pytest.approx(2 * (l2 - l1), rel=1e-4)
+    torch.manual_seed(2)
+    guide = poutine.trace(module.guide).get_trace(labelled)
+    model = poutine.trace(poutine.replay(module.model, trace=guide)).get_trace(labelled)
+    log_ratio = float(guide.nodes["z"]["fn"].log_prob(guide.nodes["z"]["value"]).sum()
+                      - model.nodes["z"]["fn"].log_prob(guide.nodes["z"]["value"]).sum())
+    scale = labelled.num_data / len(labelled.x)
+    assert loss(2.0, labelled) - loss(1.0, labelled) == pytest.approx(scale * log_ratio, rel=1e-3)
+    with pytest.raises(ConfigError, match="--z-kl-start 0.0"):
+        METHODS.get("m2")(data, Settings(z_kl_start=0.0, z_kl_epochs=1))
+
+
+@pytest.mark.data
+def test_z_kl_weight_follows_the_epochs_across_a_resume(fashion_dir, tmp_path):
+    cfg = dict(data_dir=str(fashion_dir), labels=[20], seeds=1, methods=["m2"], z_kl_start=3.0,
+               z_kl_epochs=2.0)
+    Experiment(tiny(epochs=1, **cfg), tmp_path, progress=False).run_all()
+    Experiment(tiny(epochs=3, **cfg), tmp_path, progress=False).run_all()  # goes on from epoch 1
+    rows = [json.loads(line) for line in
+            (tmp_path / "runs" / "m2-n20-seed0" / "metrics.jsonl").read_text().splitlines()]
+    weights = [r["z_kl_weight"] for r in rows]
+    assert 2.0 < weights[0] < 2.5 and 1.0 < weights[1] < 1.5 and weights[2] == 1.0
+    with pytest.raises(RunDirError, match=r"\(z_kl_start differ\)"):
+        Experiment(tiny(epochs=3, **(cfg | {"z_kl_start": 5.0})), tmp_path,
+                   progress=False).run_all()
+
+
+@pytest.mark.data
+def test_a_folder_from_before_z_kl_annealing_reads_as_without_it(fashion_dir, tmp_path):
+    cfg = tiny(data_dir=str(fashion_dir), labels=[20], seeds=1, methods=["baseline"])
+    Experiment(cfg, tmp_path, progress=False).run_all()
+    settings = tmp_path / "experiment.json"
+    saved = json.loads(settings.read_text())
+    for key in ("z_kl_start", "z_kl_epochs"):
+        del saved[key]
+    settings.write_text(json.dumps(saved))  # as written before the settings existed
+    Experiment(cfg, tmp_path, progress=False).run_all()  # the runs did what 1.0 / 0.0 do
+    with pytest.raises(RunDirError, match=r"\(z_kl_epochs, z_kl_start differ\)"):
+        Experiment(tiny(**(vars(cfg) | {"z_kl_start": 5.0, "z_kl_epochs": 2.0})), tmp_path,
+                   progress=False).run_all()

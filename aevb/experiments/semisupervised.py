@@ -58,6 +58,10 @@ from aevb.pictures import accuracy_vs_labels, save_grid
 # (--epochs may grow too: see Experiment.claim_folder)
 GRID = ("labels", "seeds", "methods")
 
+# settings added since a results folder may have been written, with the value that reproduces
+# what its runs did (a missing key never takes a newer default that did not run)
+BEFORE_ADDED = {"z_kl_start": 1.0, "z_kl_epochs": 0.0}
+
 
 @dataclass
 class ExperimentConfig:
@@ -74,6 +78,8 @@ class ExperimentConfig:
     labelled_weight: str = "paper"
     labelled_batches: str = "every-step"
     m1_epochs: int | None = None  # default: epochs
+    z_kl_start: float = 1.0  # M2's z-KL weight at the start, annealed to 1 (see inference.M2)
+    z_kl_epochs: float = 0.0
     binarization: str = "dynamic"
     train_size: int | None = None
     test_size: int | None = None
@@ -175,7 +181,7 @@ class Experiment:
         mine = asdict(self.cfg)
         if settings.is_file():
             # settings added since the folder was written take their defaults
-            saved = asdict(ExperimentConfig()) | json.loads(settings.read_text())
+            saved = asdict(ExperimentConfig()) | BEFORE_ADDED | json.loads(settings.read_text())
             # M1's epochs are those its models were trained with, unless given
             saved["m1_epochs"] = saved["m1_epochs"] or saved["epochs"]
             if self.cfg.m1_epochs is None:
@@ -238,7 +244,8 @@ class Experiment:
             data = m1_features(self.m1(seed), data, seed)
         torch.manual_seed(seed)
         settings = Settings(self.cfg.batch_size, self.cfg.lr, self.cfg.alpha,
-                            self.cfg.labelled_weight, self.cfg.labelled_batches)
+                            self.cfg.labelled_weight, self.cfg.labelled_batches,
+                            self.cfg.z_kl_start, self.cfg.z_kl_epochs)
         method: Method = METHODS.get(method_name)(data, settings)
         state = {"best_valid": -1.0, "best_epoch": 0, "test_at_best": 0.0, "seconds": 0.0}
         start = 0
@@ -252,7 +259,7 @@ class Experiment:
         info = {"method": method_name, "labels": labels, "seed": seed}
         for epoch in range(start + 1, self.cfg.epochs + 1):
             t0 = time.perf_counter()
-            row = {"epoch": epoch} | method.train_epoch()
+            row = {"epoch": epoch} | method.train_epoch(epoch)
             state["seconds"] += time.perf_counter() - t0
             row["valid_accuracy"] = accuracy(method.classify, data.valid)
             row |= method.diagnostics()

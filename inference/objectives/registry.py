@@ -269,10 +269,11 @@ class Objective:
                 f"kl.beta / kl.warmup_epochs weight the KL term, and elbo={self.name} has none "
                 f"(its bound log-mean-exps whole importance weights); use elbo="
                 f"{' or elbo='.join(WEIGHTABLE)}, or leave kl.beta=1 and kl.warmup_epochs=0")
-        if self.enumerates:
+        if self.enumerates and handler.sites is None:
             raise IncompatibleObjective(
                 "kl.beta / kl.warmup_epochs are not supported for models with enumerated discrete "
-                "latents (the weight would scale the summed-out sites too)")
+                "latents (the weight would scale the summed-out sites too); a KLWeight with "
+                "sites= naming the continuous latents only is")
         return replace(self, kl_weight=handler)
 
     def wrap_model(self, model: Callable) -> Callable:
