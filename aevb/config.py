@@ -161,12 +161,25 @@ class KLConfig:
     """A weight w on the KL term (:mod:`aevb.inference.objectives.annealing`): β-VAE and KL warm-up.
 
     :param beta: the final weight β (1 = the ELBO; Higgins et al. 2017 use β > 1).
-    :param warmup_epochs: epochs of linear warm-up of w from 0 to β, updated every step
-        (0 = none; Sønderby et al. 2016).
+    :param warmup_epochs: epochs over which w moves linearly from ``start`` to β, updated
+        every step (0 = w is β throughout).
+    :param start: w at the start: 0 is the warm-up of Sønderby et al. (2016); above β the
+        weight anneals down to β (M2's z, :class:`aevb.inference.semisupervised.M2`).
+    :param sites: the latent sites weighted (default: all). Models with enumerated discrete
+        latents (M2's y) need it, naming their continuous latents, e.g. ``[z]``.
     """
 
     beta: float = 1.0
     warmup_epochs: float = 0.0
+    start: float = 0.0
+    sites: list[str] | None = None
+
+    def schedule(self):
+        """The :class:`~aevb.inference.objectives.annealing.KLSchedule` of these settings."""
+        from aevb.inference.objectives.annealing import KLSchedule
+
+        return KLSchedule(self.beta, self.warmup_epochs, self.start,
+                          None if self.sites is None else frozenset(self.sites))
 
 
 @dataclass
@@ -398,10 +411,15 @@ def validate(cfg: Config, data_source=None) -> None:
                               f"elbo={owner}")
         if value < 0:
             raise ConfigError(f"bad value for config key {key!r}: must be >= 0, got {value}")
-    if cfg.kl.beta <= 0 or cfg.kl.warmup_epochs < 0:
-        raise ConfigError(f"bad value for config key 'kl.beta' / 'kl.warmup_epochs': need "
-                          f"beta > 0 and warmup_epochs >= 0, got {cfg.kl.beta} and "
-                          f"{cfg.kl.warmup_epochs}")
+    if cfg.kl.beta <= 0 or cfg.kl.warmup_epochs < 0 or cfg.kl.start < 0:
+        raise ConfigError(f"bad value for config key 'kl.beta' / 'kl.warmup_epochs' / "
+                          f"'kl.start': need beta > 0, warmup_epochs >= 0 and start >= 0, got "
+                          f"{cfg.kl.beta}, {cfg.kl.warmup_epochs} and {cfg.kl.start}")
+    sites = cfg.kl.sites
+    if sites is not None and (not isinstance(sites, list) or not sites
+                              or not all(isinstance(n, str) for n in sites)):
+        raise ConfigError(f"bad value for config key 'kl.sites': {sites!r}; give a list of "
+                          f"latent site names, e.g. kl.sites=[z], or leave it unset (all)")
     size = cfg.data.validation_size
     if size is not None and (isinstance(size, bool) or not isinstance(size, int | float)
                              or size < 0 or (size >= 1 and size != int(size))):

@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 from aevb.inference.batching import DataBundle, Split
 from aevb.inference.errors import ConfigError, DataError, RunDirError
 from aevb.inference.evaluation import evaluate
-from aevb.inference.objectives import OBJECTIVE_OPTIONS, KLSchedule, Objective
+from aevb.inference.objectives import OBJECTIVE_OPTIONS, Objective
 from aevb.inference.training import (
     LoopOptions,
     build_engine,
@@ -176,7 +176,7 @@ def execute(cfg: Config, run_dir: Path, *, resume: bool = False, checkpoint: Pat
     if ctx.is_main and cfg.kl.warmup_epochs > cfg.train.epochs:
         warnings.warn(f"kl.warmup_epochs={cfg.kl.warmup_epochs:g} > train.epochs="
                       f"{cfg.train.epochs}: training ends with the KL weight at "
-                      f"{KLSchedule(cfg.kl.beta, cfg.kl.warmup_epochs).weight(cfg.train.epochs):.2g}"
+                      f"{cfg.kl.schedule().weight(cfg.train.epochs):.2g}"
                       f", not beta={cfg.kl.beta:g}", stacklevel=2)
     with claim(run_dir) if ctx.is_main else contextlib.nullcontext():
         return _execute(cfg, run_dir, resume, checkpoint, final_evaluation, ctx, model, source,
@@ -226,7 +226,7 @@ def _execute(cfg: Config, run_dir: Path, resume: bool, checkpoint: Path | None,
     note = likelihood_note(cfg, data.train)
     if note and ctx.is_main:
         warnings.warn(note, stacklevel=3)
-    schedule = KLSchedule(cfg.kl.beta, cfg.kl.warmup_epochs)
+    schedule = cfg.kl.schedule()
     objective = objective_from_config(cfg, model, next((data.valid or data.train).batches(2)))
     check_scaling(model, data.train, cfg.train.batch_size)
     engine = build_engine(cfg.train.engine, model, objective, cfg.optim.name, cfg.optim.lr,
@@ -322,7 +322,7 @@ def objective_from_config(cfg: Config, model, batch) -> Objective:
     weight of ``cfg.kl``) prepared for ``model`` (:func:`~aevb.inference.training.prepare_objective`)."""
     options = {k: getattr(cfg, k) for k, owner in OBJECTIVE_OPTIONS.items() if owner == cfg.elbo}
     return prepare_objective(cfg.elbo, cfg.num_particles, model, batch,
-                             KLSchedule(cfg.kl.beta, cfg.kl.warmup_epochs), **options)
+                             cfg.kl.schedule(), **options)
 
 
 def write_record(run_dir: Path, cfg: Config, model, arguments: dict | None, data: DataBundle,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -30,7 +30,7 @@ from torch import nn
 from aevb.configs import resolve
 from aevb.inference.batching import Split
 from aevb.inference.errors import ConfigError
-from aevb.inference.objectives import KLSchedule, KLWeight, objective_for_model
+from aevb.inference.objectives import KLSchedule, objective_for_model
 from aevb.inference.objectives.importance import ImportanceWeightedELBO
 from aevb.inference.training.engines import Engine, build_engine
 from aevb.inference.training.optim import build_optimizer
@@ -288,10 +288,10 @@ class M2(Method):
         self.module.to(data.unlabelled.x.device)
         first = next(data.unlabelled.batches(2))
         objective = objective_for_model("elbo", 1, self.module, Batch(first.x, first.y))
-        self.z_kl = settings.z_kl
+        latents = frozenset(n for n, v in self.module.variables.items() if v.role == "latent")
+        self.z_kl = replace(settings.z_kl, sites=latents)
         if self.z_kl.active:
-            latents = frozenset(n for n, v in self.module.variables.items() if v.role == "latent")
-            objective = objective.with_kl_weight(KLWeight(self.z_kl.weight(0.0), sites=latents))
+            objective = objective.with_kl_weight(self.z_kl.handler(0.0))
         with torch.random.fork_rng(devices=[]):  # one validated dry run (no backward)
             for batch in (Batch(first.x, first.y), Batch(first.x)):
                 objective.differentiable_loss(self.module.model, self.module.guide, batch)

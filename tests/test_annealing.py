@@ -63,6 +63,31 @@ def test_weight_is_refused_where_it_means_nothing():
         build_objective("iwae", 5).with_kl_weight(KLWeight(2.0))
     with pytest.raises(ConfigError, match="kl.beta"):
         load_config(None, ["kl.beta=0"])
+    with pytest.raises(ConfigError, match="'kl.start'"):
+        load_config(None, ["kl.start=-1"])
+    with pytest.raises(ConfigError, match="kl.sites=\\[z\\]"):
+        load_config(None, ["kl.sites=[]"])
+
+
+def test_an_enumerated_model_takes_a_weight_on_its_continuous_latents_only():
+    """M2: y is summed out by TraceEnum_ELBO, so the weight may name z (``kl.sites``) and
+    nothing that is enumerated; a name the guide does not sample is refused."""
+    from aevb.inference.objectives import objective_for_model
+    from aevb.models.spec import load_spec
+    from aevb.models.spec.compiler import SpecModel
+    from aevb.models.spec.schema import to_dict
+
+    torch.manual_seed(0)
+    model = SpecModel((1, 4, 4), to_dict(load_spec("configs/specs/m2.yaml")))
+    x = torch.bernoulli(torch.full((6, 1, 4, 4), 0.5))
+    objective = objective_for_model("elbo", 1, model, Batch(x, torch.arange(6) % 10))
+    assert objective.with_kl_weight(KLWeight(3.0, sites={"z"})).kl_weight.sites == {"z"}
+    with pytest.raises(IncompatibleObjective, match=r"enumerated .* y, .*kl.sites=\[z\]"):
+        objective.with_kl_weight(KLWeight(3.0))
+    with pytest.raises(IncompatibleObjective, match=r"enumerated .* y,"):
+        objective.with_kl_weight(KLWeight(3.0, sites={"z", "y"}))
+    with pytest.raises(IncompatibleObjective, match="names w, which the guide does not sample"):
+        objective.with_kl_weight(KLWeight(3.0, sites={"w"}))
 
 
 @pytest.mark.data

@@ -19,7 +19,8 @@ score-function surrogate are all weighted exactly.
 
 It means something only where the objective has a KL term: ``elbo``, ``meanfield`` and
 ``score``. The IWAE bound has none (it log-mean-exps whole importance weights), so ``iwae``
-refuses a weight other than 1, as do models whose discrete latents are enumerated.
+refuses a weight other than 1. A model whose discrete latents are enumerated takes a weight on
+its continuous latents only (``kl.sites``), never on the summed-out sites.
 """
 
 from __future__ import annotations
@@ -52,11 +53,14 @@ class KLWeight(Messenger):
 class KLSchedule:
     """:param beta: the final weight β (1 = the ELBO). :param warmup_epochs: T, epochs over
     which w moves linearly from ``start`` to β (0 = w is β throughout). :param start: w_0, the
-    weight at the start (0: the warm-up of Sønderby et al.; above β: annealing down to β)."""
+    weight at the start (0: the warm-up of Sønderby et al.; above β: annealing down to β).
+    :param sites: the latent sites it weights (None: all)."""
 
     beta: float = 1.0
     warmup_epochs: float = 0.0
     start: float = 0.0
+    #: the latent sites weighted (None: every latent site; see :class:`KLWeight`)
+    sites: frozenset[str] | None = None
 
     @property
     def active(self) -> bool:
@@ -68,3 +72,7 @@ class KLSchedule:
             return self.beta
         left = max(0.0, 1.0 - progress / self.warmup_epochs)
         return self.beta + (self.start - self.beta) * left
+
+    def handler(self, progress: float = 1.0) -> KLWeight:
+        """A :class:`KLWeight` on :attr:`sites` at the weight after ``progress`` epochs."""
+        return KLWeight(self.weight(progress), self.sites)

@@ -126,6 +126,8 @@ class ModelTraits:
     """What an objective needs to know about a model's guide (latent sites by kind)."""
 
     enumerated: list[str] = field(default_factory=list)
+    #: every latent sample site of the guide, in the order first seen
+    latents: list[str] = field(default_factory=list)
     non_reparameterized: list[str] = field(default_factory=list)
     #: latent sites whose KL(q || p) has no closed form (``site: "Q || P"``)
     no_analytic_kl: dict[str, str] = field(default_factory=dict)
@@ -151,6 +153,8 @@ def model_traits(model, batch: Batch, analytic_kl: bool = False) -> ModelTraits:
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or site["is_observed"] or isinstance(site["fn"], _Subsample):
                 continue
+            if name not in traits.latents:
+                traits.latents.append(name)
             if site["infer"].get("enumerate") == "parallel":
                 if name not in traits.enumerated:
                     traits.enumerated.append(name)
@@ -218,6 +222,8 @@ class Objective:
     enumerates: bool = False
     needs_analytic_kl: bool = False
     kl_weight: KLWeight | None = None
+    #: the traits of the model it was adapted to (:meth:`for_model`)
+    traits: ModelTraits | None = None
 
     def for_model(self, traits: ModelTraits) -> Objective:
         """This objective adapted to a model with ``traits``.
@@ -232,7 +238,8 @@ class Objective:
                     f"{', '.join(traits.enumerated)} (the guide marks them "
                     f"infer={{'enumerate': 'parallel'}} to be summed out exactly); use "
                     f"elbo={' or elbo='.join(can)} (TraceEnum_ELBO)")
-            return replace(self, elbo=self.enum_elbo, enum_elbo=None, enumerates=True)
+            return replace(self, elbo=self.enum_elbo, enum_elbo=None, enumerates=True,
+                           traits=traits)
         if self.needs_analytic_kl and traits.no_analytic_kl:
             sites = "; ".join(f"{n} ({kl})" for n, kl in traits.no_analytic_kl.items())
             raise IncompatibleObjective(
@@ -251,7 +258,7 @@ class Objective:
                 f"elbo={self.name} needs reparameterized latents, but the guide samples "
                 f"{', '.join(traits.non_reparameterized)} without rsample (discrete?); use "
                 "elbo=elbo or elbo=score, whose score-function terms handle them")
-        return self
+        return replace(self, traits=traits)
 
     @property
     def num_particles(self) -> int:
@@ -269,11 +276,21 @@ class Objective:
                 f"kl.beta / kl.warmup_epochs weight the KL term, and elbo={self.name} has none "
                 f"(its bound log-mean-exps whole importance weights); use elbo="
                 f"{' or elbo='.join(WEIGHTABLE)}, or leave kl.beta=1 and kl.warmup_epochs=0")
-        if self.enumerates and handler.sites is None:
+        traits = self.traits or ModelTraits()
+        if handler.sites is not None:
+            unknown = sorted(handler.sites - set(traits.latents))
+            if self.traits is not None and unknown:
+                raise IncompatibleObjective(
+                    f"kl.sites names {', '.join(unknown)}, which the guide does not sample; its "
+                    f"latent sites are {', '.join(traits.latents)}")
+        weighted = traits.latents if handler.sites is None else handler.sites
+        summed = sorted(set(traits.enumerated) & set(weighted))
+        if self.enumerates and (handler.sites is None or summed):
+            sites = ", ".join(n for n in traits.latents if n not in traits.enumerated)
             raise IncompatibleObjective(
-                "kl.beta / kl.warmup_epochs are not supported for models with enumerated discrete "
-                "latents (the weight would scale the summed-out sites too); a KLWeight with "
-                "sites= naming the continuous latents only is")
+                f"kl.beta / kl.warmup_epochs would weight the enumerated discrete latent(s) "
+                f"{', '.join(summed or traits.enumerated)}, which are summed out exactly; name "
+                f"the continuous latents in kl.sites (here: kl.sites=[{sites}])")
         return replace(self, kl_weight=handler)
 
     def wrap_model(self, model: Callable) -> Callable:

@@ -32,7 +32,6 @@ from aevb.inference.evaluation.likelihood import mean_elbo
 from aevb.inference.objectives import (
     IncompatibleObjective,
     KLSchedule,
-    KLWeight,
     Objective,
     objective_for_model,
 )
@@ -139,7 +138,7 @@ def prepare_objective(name: str, num_particles: int, model, batch: Batch,
     try:
         objective = objective_for_model(name, num_particles, model, batch, **options)
         if schedule is not None and schedule.active:
-            objective = objective.with_kl_weight(KLWeight(schedule.weight(1.0)))
+            objective = objective.with_kl_weight(schedule.handler())
         with buffers_kept(model):  # no backward
             objective.differentiable_loss(model.model, model.guide, batch)
     except IncompatibleObjective as exc:
