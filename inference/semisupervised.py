@@ -33,6 +33,7 @@ from aevb.inference.errors import ConfigError
 from aevb.inference.objectives import KLSchedule, objective_for_model
 from aevb.inference.objectives.importance import ImportanceWeightedELBO
 from aevb.inference.training.engines import Engine, build_engine
+from aevb.inference.training.loop import kl_clock
 from aevb.inference.training.optim import build_optimizer
 from aevb.models.base import Batch
 from aevb.models.networks import build_network
@@ -302,13 +303,14 @@ class M2(Method):
         self.module.train()
         total, steps = torch.zeros((), device=self.data.unlabelled.x.device), 0
         handler = self.optimizer.objective.kl_weight
+        on_step = kl_clock(self.z_kl, self.optimizer.objective, epoch)
         per_epoch = math.ceil(len(self.data.unlabelled) / self.settings.batch_size)
         with self.optimizer.epoch():
             for unlabelled, labelled in paired_batches(
                     self.data.unlabelled, self.labelled_stream, self.settings.batch_size,
                     labelled_steps(self.data, self.settings)):
-                if handler is not None:
-                    handler.weight = self.z_kl.weight(epoch - 1 + steps / per_epoch)
+                if on_step is not None:
+                    on_step(steps / per_epoch)
                 batches = (unlabelled,) if labelled is None else (unlabelled, labelled)
                 total += self.optimizer.step(*batches)
                 steps += 1
