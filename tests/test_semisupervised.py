@@ -1,6 +1,7 @@
 """Semi-supervised learning: label splits, batches, M2's objective, the experiment runner."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -326,3 +327,44 @@ def test_a_folder_from_before_z_kl_annealing_reads_as_without_it(fashion_dir, tm
     with pytest.raises(RunDirError, match=r"\(z_kl_epochs, z_kl_start differ\)"):
         Experiment(tiny(**(vars(cfg) | {"z_kl_start": 5.0, "z_kl_epochs": 2.0})), tmp_path,
                    progress=False).run_all()
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
+def test_parallel_workers_end_when_the_runner_is_killed(tmp_path):
+    # a runner killed by SIGKILL cannot shut its pool down: each worker must notice by itself
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "worker.pid"
+    parent = subprocess.Popen([sys.executable, str(Path(__file__).with_name("orphan_worker.py")),
+                               str(pid_file)])
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.is_file() or not pid_file.read_text():
+            assert time.monotonic() < deadline and parent.poll() is None, "worker did not start"
+            time.sleep(0.05)
+        worker = int(pid_file.read_text())
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+
+        def alive() -> bool:
+            status = Path(f"/proc/{worker}/status")
+            try:
+                return "zombie" not in status.read_text()
+            except FileNotFoundError:
+                return False
+
+        deadline = time.monotonic() + 10
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(), "the worker kept running after its runner was killed"
+    finally:
+        parent.kill()
+        if pid_file.is_file() and pid_file.read_text():
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass

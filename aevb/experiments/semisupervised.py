@@ -17,6 +17,7 @@ import json
 import math
 import os
 import statistics
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -321,9 +322,27 @@ class Experiment:
 _WORKER: dict = {}
 
 
+def exit_with_parent(interval: float = 1.0) -> threading.Thread:
+    """End this process when the one that started it dies (killed by SIGKILL or SIGTERM, the
+    pool never shuts its workers down). A daemon thread polls the parent's pid: a worker loses at
+    most the epoch it was in, and its checkpoints (written atomically) stay as they were."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    thread.start()
+    return thread
+
+
 def _start_worker(cfg: dict, out: str, counter, workers: int) -> None:
-    """A worker process's set-up: its own GPU (worker i gets ``cuda:i mod #GPUs``) when the
-    experiment runs on CUDA, else an equal share of the CPU cores."""
+    """A worker process's set-up: it ends with its parent (:func:`exit_with_parent`); its own
+    GPU (worker i gets ``cuda:i mod #GPUs``) when the experiment runs on CUDA, else an equal
+    share of the CPU cores."""
+    exit_with_parent()
     with counter.get_lock():
         index = counter.value
         counter.value += 1
