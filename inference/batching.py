@@ -23,11 +23,20 @@ class Split:
     :param torch.Tensor y: ``(n,)`` int64 labels, or ``None`` for unlabelled data.
     :param bool dynamic: draw fresh Bernoulli pixels from ``x`` for every batch (dynamic
         binarization, Burda et al. 2016).
+    :param torch.Tensor scale: ``x``'s shape, or ``None``: draw every batch from
+        N(``x``, ``scale`` squared) instead of showing ``x`` itself, e.g. a fresh sample of an
+        M1 code z1 ~ q(z1|x) for M2 to model (Kingma et al. 2014, section 3.2, M1+M2).
     """
 
     x: torch.Tensor
     y: torch.Tensor | None = None
     dynamic: bool = False
+    scale: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.scale is not None and self.scale.shape != self.x.shape:
+            raise ValueError(f"Split: scale has shape {tuple(self.scale.shape)} but x has "
+                             f"{tuple(self.x.shape)}; give one scale per value of x")
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -39,7 +48,8 @@ class Split:
     def batches(self, batch_size: int, shuffle: bool = False, scaled: bool = False
                 ) -> Iterator[Batch]:
         """Minibatches; ``scaled`` attaches N and the indices for the N/M plate scaling.
-        With dynamic binarization each batch draws fresh Bernoulli pixels."""
+        With dynamic binarization each batch draws fresh Bernoulli pixels, with a ``scale``
+        fresh Gaussian values."""
         n = len(self)
         order = torch.randperm(n, device=self.x.device) if shuffle else None
         for start in range(0, n, batch_size):
@@ -48,6 +58,8 @@ class Split:
             x = self.x[idx]
             if self.dynamic:
                 x = torch.bernoulli(x)
+            if self.scale is not None:
+                x = x + self.scale[idx] * torch.randn_like(x)
             y = self.y[idx] if self.y is not None else None
             yield Batch(x, y, idx if scaled else None, n if scaled else None)
 

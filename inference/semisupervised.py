@@ -79,7 +79,8 @@ def label_split(y: torch.Tensor, num_labels: int, seed: int, num_classes: int = 
 
 def subset(split: Split, index: torch.Tensor) -> Split:
     index = index.to(split.x.device)
-    return Split(split.x[index], split.y[index], split.dynamic)
+    return Split(split.x[index], split.y[index], split.dynamic,
+                 None if split.scale is None else split.scale[index])
 
 
 def recycled(split: Split, batch_size: int, num_data: int | None = None) -> Iterator[Batch]:
@@ -396,18 +397,22 @@ class M1Baseline(Baseline):
 
 @torch.no_grad()
 def m1_features(m1, data: SemiData, seed: int) -> SemiData:
-    """Replace images by M1's posterior means. Training images (kept in [0, 1] under dynamic
-    binarization) are binarized once from ``seed`` first, so every split is encoded from binary
-    images."""
+    """M1's codes in place of the images (Kingma et al. 2014, section 3.2: M2 is trained on
+    z1 ~ q(z1|x) of an M1 trained without labels). The training splits keep q(z1|x)'s mean and
+    scale, so that every batch shows a fresh z1 (a :class:`~aevb.inference.Split` with ``scale``);
+    validation and test images are classified from the mean. Images kept in [0, 1] under dynamic
+    binarization are binarized once from ``seed`` first, so every code is of a binary image."""
     m1.eval()
     gen = torch.Generator(device="cpu").manual_seed(seed)
 
-    def encode(split: Split) -> Split:
+    def encode(split: Split, sampled: bool) -> Split:
         x = split.x
         if split.dynamic:
             x = torch.bernoulli(x.cpu(), generator=gen).to(x.device)
-        feats = torch.cat([m1.encode(x[i:i + 1000]) for i in range(0, len(x), 1000)])
-        return Split(feats, split.y, False)
+        posteriors = [m1.posterior(x[i:i + 1000]) for i in range(0, len(x), 1000)]
+        loc = torch.cat([q.mean for q in posteriors])
+        scale = torch.cat([q.stddev for q in posteriors]) if sampled else None
+        return Split(loc, split.y, False, scale)
 
-    return SemiData(encode(data.labelled), encode(data.unlabelled), encode(data.valid),
-                    encode(data.test))
+    return SemiData(encode(data.labelled, True), encode(data.unlabelled, True),
+                    encode(data.valid, False), encode(data.test, False))

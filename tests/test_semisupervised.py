@@ -1,5 +1,6 @@
 """Semi-supervised learning: label splits, batches, M2's objective, the experiment runner."""
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -16,9 +17,11 @@ from aevb.inference.semisupervised import (
     SemiData,
     Settings,
     label_split,
+    m1_features,
     m2_spec,
     paired_batches,
     recycled,
+    subset,
 )
 from aevb.models.base import Batch
 
@@ -49,6 +52,41 @@ def test_each_unlabelled_image_once_per_epoch_with_recycled_labelled_batches():
         assert bl.y is not None and bl.num_data == 10 and len(bl) <= 4
         seen += bu.index.tolist()
     assert sorted(seen) == list(range(40))
+
+
+def test_a_split_with_a_scale_draws_every_batch_from_its_gaussian():
+    loc, scale = torch.randn(4, 3), torch.rand(4, 3) + 0.5
+    split = Split(loc, torch.arange(4), scale=scale)
+    draws = torch.stack([next(split.batches(4)).x for _ in range(20000)])
+    assert draws.mean(0) == pytest.approx(loc, abs=0.03)
+    assert draws.std(0) == pytest.approx(scale, rel=0.03)
+    kept = subset(split, torch.tensor([2, 0]))
+    assert torch.equal(kept.scale, scale[[2, 0]])
+    with pytest.raises(ValueError, match="one scale per value"):
+        Split(loc, scale=scale[:2])
+
+
+def test_m1_codes_train_m2_on_fresh_draws_of_q_z1_and_classify_from_its_mean():
+    """Kingma et al. (2014), M1+M2: the training splits carry q(z1|x)'s mean and scale; the
+    validation and test splits the mean alone."""
+    from aevb.models.vae import VAE
+
+    torch.manual_seed(0)
+    m1 = VAE((1, 4, 4), z_dim=3, hidden_sizes=(8,))
+    x = torch.rand(30, 1, 4, 4)
+    data = SemiData(Split(x[:10], torch.arange(10), dynamic=True),
+                    Split(x[10:], torch.zeros(20).long(), dynamic=True),
+                    Split(torch.bernoulli(x[:5]), torch.arange(5)),
+                    Split(torch.bernoulli(x[5:10]), torch.arange(5)))
+    codes = m1_features(m1, data, seed=0)
+    for split in (codes.labelled, codes.unlabelled):
+        assert split.x.shape[1:] == (3,) and split.scale is not None
+        assert (split.scale > 0).all()
+    q = m1.posterior(data.valid.x)
+    assert torch.allclose(codes.valid.x, q.mean) and codes.valid.scale is None
+    assert codes.test.scale is None
+    first, second = (next(codes.labelled.batches(10)).x for _ in range(2))
+    assert not torch.equal(first, second)  # a fresh z1 each time
 
 
 def test_labelled_batches_once_per_epoch_spread_and_scaled_to_the_same_expected_objective():
@@ -364,7 +402,5 @@ def test_parallel_workers_end_when_the_runner_is_killed(tmp_path):
     finally:
         parent.kill()
         if pid_file.is_file() and pid_file.read_text():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
-            except ProcessLookupError:
-                pass

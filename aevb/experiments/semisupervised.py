@@ -54,6 +54,10 @@ from aevb.inference.training.metrics import MetricsLog
 from aevb.models.vae import VAE
 from aevb.pictures import accuracy_vs_labels, save_grid
 
+#: M1 of Kingma et al. (2014), section 4.1: a 50-dimensional z1 and MLPs of two hidden layers
+#: of 600 softplus units.
+M1_ARCHITECTURE = {"z_dim": 50, "hidden_sizes": (600, 600), "activation": "softplus"}
+
 # the settings that choose which runs there are, not how a run trains: a results folder may be
 # restarted with more (or fewer) of them, e.g. --seeds 5 after --seeds 3 adds seeds 3 and 4
 # (--epochs may grow too: see Experiment.claim_folder)
@@ -220,9 +224,15 @@ class Experiment:
         path = self.out / "m1" / f"seed-{seed}.pt"
         bundle = self.data()
         torch.manual_seed(1000 + seed)  # before the VAE's initialisation: M1 depends on the seed only
-        model = VAE(tuple(bundle.train.x.shape[1:])).to(self.device)
+        model = VAE(tuple(bundle.train.x.shape[1:]), **M1_ARCHITECTURE).to(self.device)
         if path.is_file():
-            model.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+            try:
+                model.load_state_dict(torch.load(path, map_location=self.device,
+                                                 weights_only=True))
+            except RuntimeError as e:
+                raise RunDirError(f"{path} holds an M1 of another architecture than today's "
+                                  f"{M1_ARCHITECTURE}; move {path.parent} aside to train M1 "
+                                  "again") from e
             return model
         engine = build_engine("fast", model, build_objective("elbo"), "adam", self.cfg.lr)
         for epoch in range(self.cfg.m1_epochs or self.cfg.epochs):
