@@ -16,62 +16,38 @@ configuration (:mod:`aevb.config`), data sources (:mod:`aevb.data`), experiments
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aevb.inference import (
-    OBJECTIVES,
-    AevbError,
-    CheckpointError,
-    ConfigError,
-    DataError,
-    ImportanceWeightedELBO,
-    Objective,
-    RunDirError,
-    Split,
-    build_objective,
-)
-from aevb.models import (
-    DATA_PLATE,
-    DLGM,
-    MODELS,
-    NETWORKS,
-    POSTERIORS,
-    VAE,
-    VQVAE,
-    Batch,
-    LatentVariableModel,
-    LinearGaussianVAE,
-    ModelSpec,
-    SigmoidBeliefNet,
-    SpecError,
-    SpecModel,
-    compile_spec,
-    register_model,
-    register_network,
-)
-from aevb.models.spec import load_spec as _load_spec
+import lazy_loader
 
-from .api import Run, evaluate, fit, load
-from .config import Config, load_config
-from .data import DATASETS
+if TYPE_CHECKING:
+    from aevb.models import ModelSpec
 
 __version__ = "0.1.0"
+
+# resolved on first use (PEP 562), so that ``aevb --help`` and a config's typo answer without
+# importing torch, Pyro and torchvision first
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "inference": ["OBJECTIVES", "AevbError", "CheckpointError", "ConfigError", "DataError",
+                  "ImportanceWeightedELBO", "Objective", "RunDirError", "Split",
+                  "build_objective"],
+    "models": ["DATA_PLATE", "DLGM", "MODELS", "NETWORKS", "POSTERIORS", "VAE", "VQVAE", "Batch",
+               "LatentVariableModel", "LinearGaussianVAE", "ModelSpec", "SigmoidBeliefNet",
+               "SpecError", "SpecModel", "compile_spec", "register_model", "register_network"],
+    "api": ["Run", "evaluate", "fit", "load"],
+    "config": ["Config", "load_config"],
+    "data": ["DATASETS"],
+})
+__all__ += ["load_spec", "__version__"]
 
 
 def load_spec(source: str | Path | dict | ModelSpec) -> ModelSpec:
     """A model spec from a YAML file, the name of a shipped spec (``"dlgm2"``), a mapping or a
     :class:`ModelSpec` (see :mod:`aevb.models.spec`)."""
     from aevb.configs import resolve
+    from aevb.models.spec import load_spec as _load_spec
 
     if isinstance(source, str | Path):
         source = resolve(source, "spec")
     return _load_spec(source)
 
-
-__all__ = [
-    "DATASETS", "DATA_PLATE", "DLGM", "MODELS", "NETWORKS", "OBJECTIVES", "POSTERIORS", "VAE",
-    "VQVAE", "AevbError", "Batch", "CheckpointError", "Config", "ConfigError", "DataError",
-    "ImportanceWeightedELBO", "LatentVariableModel", "LinearGaussianVAE", "ModelSpec", "Objective",
-    "Run", "RunDirError", "SigmoidBeliefNet", "SpecError", "SpecModel", "Split",
-    "build_objective", "compile_spec", "evaluate", "fit", "load", "load_config", "load_spec",
-    "register_model", "register_network", "__version__",
-]

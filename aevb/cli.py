@@ -23,9 +23,6 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
-import pyro  # noqa: F401  (imported first so its logging setup can be quietened below)
-import torch
-
 from aevb.inference.errors import AevbError
 
 
@@ -112,14 +109,13 @@ def _trusted(args, saved: dict) -> bool:
 
 
 def _train(args) -> int:
-    from aevb.inference.training import distributed
-
-    from .builder import model_class
     from .config import ModelConfig, load_config
-    from .runs import default_run_dir, saved_config, train
 
-    if args.nproc is not None and not distributed.launched_by_torchrun():
-        return _launch(args.nproc, args.argv)
+    if args.nproc is not None:
+        from aevb.inference.training import distributed
+
+        if not distributed.launched_by_torchrun():
+            return _launch(args.nproc, args.argv)
 
     overrides = _data_overrides(args.data) + args.overrides
     trust = True
@@ -128,6 +124,9 @@ def _train(args) -> int:
             raise AevbError("--resume continues a run with its saved config and model; drop "
                             "--config/--spec (key=value overrides such as train.epochs=20 are "
                             "allowed)")
+        from .builder import model_class
+        from .runs import saved_config
+
         run_dir = Path(args.resume)
         ckpt = Path(args.checkpoint) if args.checkpoint else None
         saved = saved_config(run_dir, ckpt)
@@ -135,9 +134,15 @@ def _train(args) -> int:
         model_class(ModelConfig(name=saved.get("model", {}).get("name", "vae")), trust)
         cfg = load_config(None, overrides, base=saved)
     else:
-        cfg = load_config(args.config, overrides, spec=args.spec)
+        cfg = load_config(args.config, overrides, spec=args.spec)  # before torch is imported
+        from .runs import default_run_dir
+
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.spec or args.config)
         ckpt = None
+    from aevb.inference.training import distributed
+
+    from .runs import train
+
     if args.device:
         cfg = replace(cfg, device=args.device)
     if args.data_dir:
@@ -196,6 +201,8 @@ def _evaluate(args) -> int:
 
 
 def _sample(args) -> int:
+    import torch
+
     from .pictures import save_grid
 
     model = _load(args, with_data=False).model
@@ -236,6 +243,8 @@ def _experiment(args) -> int:
 
 
 def _diagnose(args) -> int:
+    import torch
+
     from aevb.inference.evaluation import (
         estimator_objective,
         gradient_statistics,
@@ -389,7 +398,13 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 class _StderrHandler(logging.StreamHandler):
-    """Log lines to whatever ``sys.stderr`` is now (not the stream of the first call)."""
+    """Log lines to whatever ``sys.stderr`` is now (not the stream of the first call); Pyro's
+    INFO lines are left out (Pyro sets its logger to INFO whenever it is first imported)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".")[0] == "pyro" and record.levelno < logging.WARNING:
+            return False
+        return super().filter(record)
 
     @property  # type: ignore[override]
     def stream(self):
@@ -411,7 +426,6 @@ def _log_to_stderr() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _log_to_stderr()
-    logging.getLogger("pyro").setLevel(logging.WARNING)
     warnings.showwarning = _one_line_warning
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -19,16 +18,9 @@ from omegaconf.errors import OmegaConfBaseException
 from aevb.configs import names as shipped_names
 from aevb.configs import resolve as resolve_shipped
 from aevb.inference.errors import ConfigError
-from aevb.models.families import FAMILIES
-from aevb.models.loading import (
-    ModelLoadError,
-    absolute_reference,
-    is_file_reference,
-    resolve_model,
-)
-from aevb.models.networks import ACTIVATIONS, NETWORKS
-from aevb.models.posteriors import POSTERIORS
-from aevb.models.spec import SpecError, load_spec
+
+# torch, Pyro and the model registries are imported where they are used, after the config's
+# keys and types are checked: a typo answers before the seconds that importing torch takes
 
 BINARIZATIONS = ("dynamic", "static", "none")
 
@@ -247,6 +239,7 @@ def _check_shape(conf, source: str) -> None:
 def _spec_source(path: str | Path) -> dict:
     """``--spec FILE`` (or the name of a shipped spec): the model section that selects the spec
     model and holds the spec."""
+    from aevb.models.spec import SpecError, load_spec
     from aevb.models.spec.schema import to_dict
 
     try:
@@ -306,6 +299,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise _friendly(exc, source) from None
     config = OmegaConf.to_object(cfg)
     assert isinstance(config, Config)
+    _check_values(config)  # before the registries (and torch) are imported
+    from aevb.models.loading import absolute_reference
+
     config.model.name = absolute_reference(config.model.name)
     try:
         validate(config, data_source)
@@ -322,15 +318,63 @@ def _check_name(key: str, value: str | None, registry) -> None:
                           f"{', '.join(registry.names())}")
 
 
+def _check_values(cfg: Config) -> None:
+    """The checks of :func:`validate` that need no registry (ranges, seeds, shapes): they run
+    before torch is imported."""
+    if cfg.data.binarization is not None and cfg.data.binarization not in BINARIZATIONS:
+        raise ConfigError(f"bad value for config key 'data.binarization': "
+                          f"{cfg.data.binarization!r} is not one of {', '.join(BINARIZATIONS)}")
+    if cfg.device != "auto" and cfg.device.split(":")[0] not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"bad value for config key 'device': {cfg.device!r}; use auto, cpu or cuda")
+    positive = {
+        "num_particles": cfg.num_particles, "model.z_dim": cfg.model.z_dim,
+        "train.epochs": cfg.train.epochs, "train.batch_size": cfg.train.batch_size,
+        "eval.num_samples": cfg.eval.num_samples, "eval.sample_chunk": cfg.eval.sample_chunk,
+        "eval.batch_size": cfg.eval.batch_size, "optim.lr": cfg.optim.lr,
+        "train.keep_checkpoints": cfg.train.keep_checkpoints,
+        "data.train_size": cfg.data.train_size, "data.test_size": cfg.data.test_size,
+        "data.channels": cfg.data.channels, "optim.eps": cfg.optim.eps,
+        "model.posterior_size": cfg.model.posterior_size, "model.min_scale": cfg.model.min_scale,
+        "eval.num_images": cfg.eval.num_images, "eval.track_size": cfg.eval.track_size,
+    }
+    for key, value in positive.items():
+        if value is not None and value <= 0:
+            raise ConfigError(f"bad value for config key {key!r}: must be > 0, got {value}")
+    unknown = sorted(set(cfg.eval.track) - set(TRACKABLE))
+    if unknown:
+        raise ConfigError(f"bad value for config key 'eval.track': {unknown}; give a list out of "
+                          f"{', '.join(TRACKABLE)} (the validation ELBO is always logged)")
+    hidden = cfg.model.hidden_sizes
+    if hidden is not None and not all(isinstance(h, int) and h > 0 for h in hidden):
+        raise ConfigError(f"bad value for config key 'model.hidden_sizes': {hidden}; give "
+                          f"layer sizes >= 1, e.g. [400]")
+    for key, value in {"seed": cfg.seed, "eval.seed": cfg.eval.seed,
+                       "data.binarization_seed": cfg.data.binarization_seed}.items():
+        if not 0 <= value < 2**32:
+            raise ConfigError(f"bad value for config key {key!r}: a seed is in [0, 2**32), got "
+                              f"{value}")
+    if cfg.optim.weight_decay < 0:
+        raise ConfigError(f"bad value for config key 'optim.weight_decay': must be >= 0, got "
+                          f"{cfg.optim.weight_decay}")
+
+
 def validate(cfg: Config, data_source=None) -> None:
-    """Check values against the registries and ranges; raise :class:`ConfigError`.
+    """Check values against the ranges and the registries; raise :class:`ConfigError`.
     ``data_source`` is the :class:`~aevb.data.DataSource` of data handed over as an object
     (:func:`aevb.fit`); without one, ``data.name`` must be a registered dataset."""
-    from aevb.data import BINARIZATIONS, DATASETS
+    _check_values(cfg)
+    import torch
+
+    from aevb.data import DATASETS
     from aevb.inference.objectives import OBJECTIVE_OPTIONS, OBJECTIVES
     from aevb.inference.training.engines import ENGINES
     from aevb.inference.training.optim import OPTIMIZERS
     from aevb.inference.training.schedules import SCHEDULES
+    from aevb.models.families import FAMILIES
+    from aevb.models.loading import ModelLoadError, is_file_reference, resolve_model
+    from aevb.models.networks import ACTIVATIONS, NETWORKS
+    from aevb.models.posteriors import POSTERIORS
+    from aevb.models.spec import SpecError, load_spec
 
     _check_name("elbo", cfg.elbo, OBJECTIVES)
     _check_name("optim.name", cfg.optim.name, OPTIMIZERS)
@@ -369,41 +413,6 @@ def validate(cfg: Config, data_source=None) -> None:
     if cfg.model.posterior is not None and cfg.model.posterior not in POSTERIORS:
         raise ConfigError(f"bad value for config key 'model.posterior': {cfg.model.posterior!r} "
                           f"is not one of {', '.join(POSTERIORS)}")
-    if cfg.data.binarization is not None and cfg.data.binarization not in BINARIZATIONS:
-        raise ConfigError(f"bad value for config key 'data.binarization': "
-                          f"{cfg.data.binarization!r} is not one of {', '.join(BINARIZATIONS)}")
-    if cfg.device != "auto" and cfg.device.split(":")[0] not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"bad value for config key 'device': {cfg.device!r}; use auto, cpu or cuda")
-    positive = {
-        "num_particles": cfg.num_particles, "model.z_dim": cfg.model.z_dim,
-        "train.epochs": cfg.train.epochs, "train.batch_size": cfg.train.batch_size,
-        "eval.num_samples": cfg.eval.num_samples, "eval.sample_chunk": cfg.eval.sample_chunk,
-        "eval.batch_size": cfg.eval.batch_size, "optim.lr": cfg.optim.lr,
-        "train.keep_checkpoints": cfg.train.keep_checkpoints,
-        "data.train_size": cfg.data.train_size, "data.test_size": cfg.data.test_size,
-        "data.channels": cfg.data.channels, "optim.eps": cfg.optim.eps,
-        "model.posterior_size": cfg.model.posterior_size, "model.min_scale": cfg.model.min_scale,
-        "eval.num_images": cfg.eval.num_images, "eval.track_size": cfg.eval.track_size,
-    }
-    for key, value in positive.items():
-        if value is not None and value <= 0:
-            raise ConfigError(f"bad value for config key {key!r}: must be > 0, got {value}")
-    unknown = sorted(set(cfg.eval.track) - set(TRACKABLE))
-    if unknown:
-        raise ConfigError(f"bad value for config key 'eval.track': {unknown}; give a list out of "
-                          f"{', '.join(TRACKABLE)} (the validation ELBO is always logged)")
-    hidden = cfg.model.hidden_sizes
-    if hidden is not None and not all(isinstance(h, int) and h > 0 for h in hidden):
-        raise ConfigError(f"bad value for config key 'model.hidden_sizes': {hidden}; give "
-                          f"layer sizes >= 1, e.g. [400]")
-    for key, value in {"seed": cfg.seed, "eval.seed": cfg.eval.seed,
-                       "data.binarization_seed": cfg.data.binarization_seed}.items():
-        if not 0 <= value < 2**32:
-            raise ConfigError(f"bad value for config key {key!r}: a seed is in [0, 2**32), got "
-                              f"{value}")
-    if cfg.optim.weight_decay < 0:
-        raise ConfigError(f"bad value for config key 'optim.weight_decay': must be >= 0, got "
-                          f"{cfg.optim.weight_decay}")
     for key, owner in OBJECTIVE_OPTIONS.items():
         value = getattr(cfg, key)
         if value != getattr(Config, key) and cfg.elbo != owner:

@@ -10,12 +10,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from torchvision.utils import save_image  # noqa: E402
 
 from aevb.models.base import call_with_labels  # noqa: E402
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
+    from torchvision.utils import save_image  # here: torchvision's import costs seconds
+
     save_image(images.detach().float().clamp(0, 1).cpu(), str(path), nrow=nrow, padding=2,
                pad_value=1.0)
 

@@ -3,19 +3,13 @@ checkpoints (:mod:`.training`), evaluation and diagnostics (:mod:`.evaluation`) 
 semi-supervised methods (:mod:`.semisupervised`). It imports :mod:`aevb.models`, never the
 face (configuration, data sources, the command line)."""
 
-from .batching import DataBundle, Split
-from .errors import AevbError, CheckpointError, ConfigError, DataError, RunDirError
-from .objectives import (
-    OBJECTIVES,
-    ImportanceWeightedELBO,
-    IncompatibleObjective,
-    Objective,
-    build_objective,
-    objective_for_model,
-)
+import lazy_loader
 
-__all__ = [
-    "OBJECTIVES", "AevbError", "CheckpointError", "ConfigError", "DataBundle", "DataError",
-    "ImportanceWeightedELBO", "IncompatibleObjective", "Objective", "RunDirError", "Split",
-    "build_objective", "objective_for_model",
-]
+# resolved on first use, so that importing aevb.inference.errors (the command line does, to
+# answer bad input) does not import torch and Pyro
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "batching": ["DataBundle", "Split"],
+    "errors": ["AevbError", "CheckpointError", "ConfigError", "DataError", "RunDirError"],
+    "objectives": ["OBJECTIVES", "ImportanceWeightedELBO", "IncompatibleObjective", "Objective",
+                   "build_objective", "objective_for_model"],
+})

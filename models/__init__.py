@@ -1,20 +1,22 @@
-"""aevb's latent-variable models: Pyro model/guide pairs with networks registered as modules."""
+"""aevb's latent-variable models: Pyro model/guide pairs with networks registered as modules.
 
-from .base import DATA_PLATE, Batch, LatentVariableModel
-from .deep import DLGM, SigmoidBeliefNet
-from .families import FAMILIES, VALUE_TYPES
-from .linear_gaussian import LinearGaussianVAE
-from .networks import ACTIVATIONS, NETWORKS, register_network
-from .posteriors import POSTERIORS  # registers lowrank, full, mixture, planar, iaf families
-from .registry import Registry, UnknownNameError
-from .spec import ModelSpec, SpecError, SpecModel, compile_spec, load_spec
-from .vae import VAE
-from .vqvae import VQVAE
-from .zoo import MODELS, register_model
+Names resolve on first use (:func:`lazy_loader.attach`); the registries are complete once
+their module is imported (:mod:`.posteriors` registers lowrank, full, mixture, planar and iaf
+families).
+"""
 
-__all__ = [
-    "ACTIVATIONS", "DATA_PLATE", "DLGM", "FAMILIES", "MODELS", "NETWORKS", "POSTERIORS",
-    "VALUE_TYPES", "VAE", "VQVAE", "Batch", "LatentVariableModel", "LinearGaussianVAE", "ModelSpec",
-    "Registry", "SigmoidBeliefNet", "SpecError", "SpecModel", "UnknownNameError", "compile_spec",
-    "load_spec", "register_model", "register_network",
-]
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "base": ["DATA_PLATE", "Batch", "LatentVariableModel"],
+    "deep": ["DLGM", "SigmoidBeliefNet"],
+    "families": ["FAMILIES", "VALUE_TYPES"],
+    "linear_gaussian": ["LinearGaussianVAE"],
+    "networks": ["ACTIVATIONS", "NETWORKS", "register_network"],
+    "posteriors": ["POSTERIORS"],
+    "registry": ["Registry", "UnknownNameError"],
+    "spec": ["ModelSpec", "SpecError", "SpecModel", "compile_spec", "load_spec"],
+    "vae": ["VAE"],
+    "vqvae": ["VQVAE"],
+    "zoo": ["MODELS", "register_model"],
+})

@@ -202,7 +202,8 @@ class Family:
         """Raise ``ValueError`` if ``x`` is outside the family's support."""
 
 
-FAMILIES: Registry[type[Family]] = Registry("family", "families")
+FAMILIES: Registry[type[Family]] = Registry("family", "families",
+                                            providers=("aevb.models.posteriors",))
 
 
 class LogitBernoulli(SameShapeExpand, dist.Bernoulli):

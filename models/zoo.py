@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from .registry import Registry
 
-MODELS: Registry[type] = Registry("model")
+MODELS: Registry[type] = Registry("model", providers=(
+    "aevb.models.vae", "aevb.models.deep", "aevb.models.linear_gaussian", "aevb.models.vqvae",
+    "aevb.models.spec.compiler"))
 
 
 def register_model(name: str):

@@ -64,3 +64,29 @@ def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "aevb.cli", "--help"], capture_output=True,
                          text=True, check=True)
     assert "train" in out.stdout and "evaluate" in out.stdout and "sample" in out.stdout
+
+
+@pytest.mark.parametrize("argv, code, named", [
+    (["--help"], 0, None),
+    (["train", "--help"], 0, None),
+    (["train", "--config", "{config}"], 2, "epoch"),  # a misspelt key
+    (["train", "train.epochs=0"], 2, "train.epochs"),  # a value out of range
+    (["train", "train.epochs=ten"], 2, "train.epochs"),  # a value of the wrong type
+])
+def test_help_and_config_errors_answer_without_importing_torch(argv, code, named, tmp_path):
+    """Start-up: torch, Pyro and torchvision take seconds to import; ``aevb --help`` and a
+    config whose keys, types or ranges are wrong answer without them."""
+    config = tmp_path / "typo.yaml"
+    config.write_text("train: {epoch: 3}\n")
+    argv = [a.format(config=config) for a in argv]
+    probe = ("import contextlib, io, sys\n"
+             "from aevb.cli import main\n"
+             "with contextlib.redirect_stdout(io.StringIO()):\n"
+             f"    code = main({argv!r})\n"
+             "heavy = sorted({'torch', 'pyro', 'torchvision'} & set(sys.modules))\n"
+             "print(code, heavy)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.strip() == f"{code} []", done.stdout + done.stderr
+    if named:
+        assert named in done.stderr and done.stderr.count("\n") == 1, done.stderr

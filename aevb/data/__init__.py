@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from aevb.config import BINARIZATIONS
 from aevb.inference.batching import DataBundle, Split
 from aevb.inference.errors import DataError
 
@@ -25,8 +26,6 @@ from . import arrays, frey, idx, images  # noqa: F401  (register the sources)
 from .arrays import InMemory, from_object
 from .idx import cache_dir
 from .sources import DATASETS, DataSource, Part, RawData
-
-BINARIZATIONS = ("dynamic", "static", "none")
 
 __all__ = ["BINARIZATIONS", "DATASETS", "DataBundle", "DataSource", "InMemory", "Part",
            "RawData", "Split", "cache_dir", "evaluation_part", "from_object", "load_data", "scored",
