@@ -266,10 +266,14 @@ def _execute(cfg: Config, run_dir: Path, resume: bool, checkpoint: Path | None,
     if final_evaluation and ctx.is_main and not (finished and _evaluated(run_dir, cfg,
                                                                          start_epoch)):
         split_name, split = evaluation_split(data)
+        # the pictures first: they take seconds, the k-sample evaluation minutes to an hour
+        written = pictures.write_all(model, split, rows, run_dir, cfg.eval.num_images)
+        log.info("pictures: %s in %s; now log p(x) with k=%d importance samples on %d %s images",
+                 ", ".join(written) or "none for this model", run_dir, cfg.eval.num_samples,
+                 len(split), split_name)
         write_evaluation(model, split, cfg, run_dir, cfg.eval.num_samples, device,
                          data_info={"split": split_name, "data": data.description,
                                     "data_source": data.source})
-        pictures.write_all(model, split, rows, run_dir, cfg.eval.num_images)
     return Trained(cfg, model, data, device, run_dir)
 
 

@@ -43,3 +43,11 @@ def test_active_units_counts_units_whose_posterior_mean_varies(lg):
     assert active_units(lg, split) == 1
     expected_var = torch.diag(lg.A @ torch.cov(x.T) @ lg.A.T).detach()
     assert float(expected_var[0]) > 0.01 > float(expected_var[2])
+
+
+def test_the_evaluation_bar_says_k_and_counts_images(lg, capsys):
+    x = lg.sample_data(30)
+    importance_sampled(lg, Split(x), num_samples=50, batch_size=7, progress=True)
+    err = capsys.readouterr().err
+    assert "log p(x): 50 importance samples x 30 images" in err
+    assert "0/30 [" in err and "img/s" in err  # counted in images, not batches

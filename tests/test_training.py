@@ -33,10 +33,24 @@ def untrained_valid_elbo(cfg) -> float:
     return mean_elbo(build_model(cfg.model, (1, 28, 28)), load_data(cfg.data).valid)
 
 
-def test_short_run_improves_validation_elbo_and_writes_every_output(fashion_dir, tmp_path):
+def test_short_run_improves_validation_elbo_and_writes_every_output(fashion_dir, tmp_path,
+                                                                     monkeypatch):
+    import aevb.runs
+
     cfg = small_config(fashion_dir, "model.z_dim=2")
     untrained = untrained_valid_elbo(cfg)
+    pictures_before_evaluation = []
+    evaluate = aevb.runs.write_evaluation
+
+    def observed(model, split, cfg, run_dir, *args, **kwargs):
+        pictures_before_evaluation.extend(sorted(p.name for p in run_dir.glob("*.png")))
+        return evaluate(model, split, cfg, run_dir, *args, **kwargs)
+
+    monkeypatch.setattr(aevb.runs, "write_evaluation", observed)
     run = train(cfg, tmp_path / "run")
+    # the pictures come first: the k-sample evaluation is the long wait
+    assert pictures_before_evaluation == ["curves.png", "latent.png", "manifold.png",
+                                          "reconstructions.png", "samples.png"]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["valid_elbo"] > untrained + 50
     for name in ("config.yaml", "metrics.csv", "evaluation.json", "samples.png",

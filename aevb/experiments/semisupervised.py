@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import statistics
@@ -353,6 +354,7 @@ def _start_worker(cfg: dict, out: str, counter, workers: int) -> None:
     GPU (worker i gets ``cuda:i mod #GPUs``) when the experiment runs on CUDA, else an equal
     share of the CPU cores."""
     exit_with_parent()
+    logging.getLogger("pyro").setLevel(logging.WARNING)  # as in the command line: no INFO lines
     with counter.get_lock():
         index = counter.value
         counter.value += 1

@@ -42,9 +42,11 @@ def _importance_sampled(model, split, num_samples, sample_chunk, batch_size, pro
     log_px = torch.empty(len(split), device=device)
     elbo = torch.empty(len(split), device=device)
     start = 0
-    total = math.ceil(len(split) / batch_size)
-    for batch in tqdm(split.batches(batch_size), total=total, disable=not progress,
-                      desc=f"IS k={num_samples}", leave=False):
+    # counted in images, the rate averaged over the whole evaluation (smoothing=0): a steady
+    # estimate of the time left
+    bar = tqdm(total=len(split), disable=not progress, unit="img", smoothing=0, leave=False,
+               desc=f"log p(x): {num_samples} importance samples x {len(split)} images")
+    for batch in split.batches(batch_size):
         running = torch.full((len(batch),), -math.inf, device=device)
         total_w = torch.zeros(len(batch), device=device)
         done = 0
@@ -61,6 +63,8 @@ def _importance_sampled(model, split, num_samples, sample_chunk, batch_size, pro
         log_px[start:end] = running - math.log(num_samples)
         elbo[start:end] = total_w / num_samples
         start = end
+        bar.update(len(batch))
+    bar.close()
     return {"log_likelihood": log_px, "elbo": elbo}
 
 
