@@ -13,6 +13,7 @@ SMOKE_ARGS = {
                       "--eval-k", "50", "--eval-chunks", "25x10,10x5",
                       "--device", "cpu"],
     "m2_enumeration.py": ["--steps", "2", "--rounds", "1", "--threads", "1"],
+    "m2_step.py": ["--steps", "2", "--rounds", "1", "--threads", "1"],
     "scaling.py": ["--ranks", "1,2", "--batch-sizes", "16", "--steps", "2", "--repeats", "1"],
     "burda.py": ["--rows", "vae1,iwae2_k5", "--stages", "2", "--samples", "5", "--train-size",
                  "200", "--test-size", "20", "--out", "{tmp}/burda", "--no-progress"],
@@ -23,6 +24,7 @@ SMOKE_ARGS = {
                "600", "--test-size", "20", "--out", "{tmp}/zoo", "--no-progress"],
 }
 EXPECTED = {"throughput.py": "ratio aevb / hand-written", "m2_enumeration.py": "speed-up (reference",
+            "m2_step.py": "ratio aevb / hand-written (median",
             "scaling.py": "| 16 | 2 | 1 |", "zoo.py": "| SBN 200 / wake-sleep | -",
             "burda.py": "| 2 layers, IWAE k=5 | 83.89 |",
             "kingma_welling.py": "| 3 | wake-sleep |"}

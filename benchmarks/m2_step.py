@@ -1,0 +1,181 @@
+"""M2's training step in aevb against the same step written by hand in plain PyTorch.
+
+Both loops train the runner's M2 (``configs/specs/m2.yaml``; Kingma et al. 2014, section 3.1.2)
+with the MNIST table's settings (``--alpha 1.0 --labelled-weight balanced``, the z-KL weight
+of ``--z-kl-start 10``) on the same batches: one unlabelled and one labelled batch of
+``--batch-size`` per step, 100 labels, dynamic binarization. aevb's step is the runner's: the
+``fast`` engine on ``TraceEnum_ELBO``, y enumerated in parallel. The hand-written step computes
+the same objective with the same networks (copies of aevb's modules, so the arithmetic of the
+layers is identical and what is measured is everything around them): for an unlabelled image
+
+    L(x) = sum_y q(y|x) [log p(x|y,z_y) + log p(y) + w (log p(z_y) - log q(z_y|x,y))] + H(q(y|x)),
+
+one z_y ~ q(z|x,y) per class, and for a labelled one the single-sample ELBO with y observed plus
+``aux_weight`` * log q(y|x) (eq. 9); each batch is scaled by its N/M, and both use Adam with
+foreach kernels. Before timing, one loss and its gradient from the same weights and the same
+random draws are compared (they must agree to float precision): the reference is the same
+objective, not a cheaper one.
+
+Trials of ``--steps`` steps alternate (the order rotating every round); the table gives each
+loop's median ms/step and the median of the within-round ratios.
+
+    python benchmarks/m2_step.py                          # 5 rounds of 20 steps, all threads
+    python benchmarks/m2_step.py --dataset mnist --data-dir ../shared/data/mnist --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import math
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aevb.experiments.semisupervised import Experiment, ExperimentConfig
+from aevb.inference.semisupervised import METHODS, Settings, paired_batches
+from aevb.inference.training.optim import build_optimizer
+from aevb.models.base import Batch
+
+ROOT = Path(__file__).resolve().parents[1]
+NUM_CLASSES = 10
+
+
+class HandWrittenM2(nn.Module):
+    """M2's objective in plain PyTorch on copies of a compiled M2's three networks."""
+
+    def __init__(self, spec_model, aux_weight: float, min_scale: float = 1e-5):
+        super().__init__()
+        self.classifier = copy.deepcopy(spec_model.networks["classifier"])
+        self.encoder = copy.deepcopy(spec_model.networks["encoder"])
+        self.decoder = copy.deepcopy(spec_model.networks["decoder"])
+        self.aux_weight, self.min_scale = aux_weight, min_scale
+        self.z_weight = 1.0
+
+    def _z_terms(self, x, y_onehot):
+        """log p(x|y,z) and w (log p(z) - log q(z|x,y)) for one z ~ q(z|x,y)."""
+        loc, raw = self.encoder(x, y_onehot).chunk(2, dim=-1)
+        scale = F.softplus(raw) + self.min_scale
+        eps = torch.randn_like(loc)
+        z = loc + scale * eps
+        log_q = (-0.5 * eps ** 2 - scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_p = (-0.5 * z ** 2 - 0.5 * math.log(2 * math.pi)).sum(-1)
+        logits = self.decoder(y_onehot, z)
+        log_px = -F.binary_cross_entropy_with_logits(
+            logits, x.expand_as(logits), reduction="none").flatten(-3).sum(-1)
+        return log_px + self.z_weight * (log_p - log_q)
+
+    def loss(self, unlabelled: Batch, labelled: Batch) -> torch.Tensor:
+        log_py = -math.log(NUM_CLASSES)
+        # unlabelled: y enumerated, ten one-hot classes of shape (C, 1, C) against x's (M, ...)
+        xu = unlabelled.x
+        log_qy = F.log_softmax(self.classifier(xu), dim=-1)  # (M, C)
+        classes = torch.eye(NUM_CLASSES, device=xu.device).unsqueeze(1)
+        per_class = self._z_terms(xu, classes) + log_py  # (C, M)
+        qy = log_qy.exp()
+        elbo_u = (qy * per_class.T).sum(-1) - (qy * log_qy).sum(-1)
+        # labelled: y observed, plus the classification term
+        xl, yl = labelled.x, labelled.y
+        log_qy_l = F.log_softmax(self.classifier(xl), dim=-1).gather(1, yl[:, None])[:, 0]
+        elbo_l = self._z_terms(xl, F.one_hot(yl, NUM_CLASSES).float()) + log_py \
+            + self.aux_weight * log_qy_l
+        return -(unlabelled.num_data / len(xu) * elbo_u.sum()
+                 + labelled.num_data / len(xl) * elbo_l.sum())
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
+    p.add_argument("--data-dir", default=None, help="the dataset's folder (default: the "
+                   "runner's search path)")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cfg = ExperimentConfig(dataset=a.dataset, device=a.device, data_dir=a.data_dir)
+    exp = Experiment(cfg, ROOT / "runs" / "unused", progress=False)  # nothing is written there
+    data = exp.semi_data(100, seed=0)
+    torch.manual_seed(0)
+    settings = Settings(batch_size=a.batch_size, alpha=1.0, labelled_weight="balanced",
+                        z_kl_start=10.0, z_kl_epochs=10.0)
+    method = METHODS.get("m2")(data, settings)
+    module, engine = method.module, method.optimizer
+    aux_weight = module.posteriors["y"].aux_weight
+    hand = HandWrittenM2(module, aux_weight)
+    weight = engine.objective.kl_weight.weight  # the schedule's weight at the first step
+    hand.z_weight = weight
+    hand_optimizer = build_optimizer("adam", hand.parameters(), settings.lr, foreach=True)
+    batches = list(itertools.islice(
+        paired_batches(data.unlabelled, method.labelled_stream, a.batch_size), a.steps))
+
+    # the same objective: from the same weights and random stream (z drawn in the same order,
+    # unlabelled then labelled) the two losses and their gradients agree to float precision
+    unlabelled, labelled = batches[0]
+    results = {}
+    for name, net, loss_of in (("aevb", module, engine._loss), ("hand", hand, hand.loss)):
+        net.zero_grad(set_to_none=True)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(1)
+            loss = loss_of(unlabelled, labelled)
+        loss.backward()
+        results[name] = (float(loss), torch.cat([q.grad.flatten() for q in net.parameters()]))
+    (ours, g_ours), (theirs, g_theirs) = results["aevb"], results["hand"]
+    grad_gap = float((g_ours - g_theirs).norm() / g_ours.norm())
+    print(f"the same weights and draws: aevb loss {ours:.6g}, hand-written {theirs:.6g} "
+          f"(relative gap {abs(ours - theirs) / abs(ours):.1e}; gradients {grad_gap:.1e}); "
+          f"z-KL weight {weight:g}, aux weight {aux_weight:g}")
+    if abs(ours - theirs) > 1e-5 * abs(ours) or grad_gap > 1e-4:
+        raise SystemExit("the hand-written M2 does not compute aevb's objective; fix it before "
+                         "timing")
+
+    def aevb_trial() -> None:
+        for unlabelled, labelled in batches:
+            engine.step(unlabelled, labelled)
+
+    def hand_trial() -> None:
+        for unlabelled, labelled in batches:
+            hand_optimizer.zero_grad(set_to_none=True)
+            hand.loss(unlabelled, labelled).backward()
+            hand_optimizer.step()
+
+    loops = {"aevb (fast engine, TraceEnum_ELBO)": aevb_trial, "hand-written PyTorch": hand_trial}
+
+    def timed(loop) -> float:
+        t = time.perf_counter()
+        with engine.epoch():
+            loop()
+        if a.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t) / a.steps * 1e3
+
+    names = list(loops)
+    for name in names:  # warm-up
+        timed(loops[name])
+    times: dict[str, list[float]] = {name: [] for name in names}
+    ratios = []
+    for r in range(a.rounds):
+        for name in names[r % 2:] + names[:r % 2]:
+            times[name].append(timed(loops[name]))
+        ratios.append(times[names[0]][-1] / times[names[1]][-1])
+    print(f"M2 training step on {a.dataset}, batch {a.batch_size} unlabelled + {a.batch_size} "
+          f"labelled, {torch.get_num_threads()} threads on {a.device}, median of {a.rounds} "
+          f"rounds x {a.steps} steps")
+    print("| loop | ms/step |\n|---|---|")
+    for name in names:
+        print(f"| {name} | {statistics.median(times[name]):.1f} |")
+    print(f"ratio aevb / hand-written (median within-round ratio): "
+          f"{statistics.median(ratios):.2f}x (rounds: "
+          f"{', '.join(f'{v:.2f}' for v in ratios)})")
+
+
+if __name__ == "__main__":
+    main()
