@@ -127,7 +127,7 @@ def main(argv=None) -> None:
             torch.manual_seed(1)
             loss = loss_of(unlabelled, labelled)
         loss.backward()
-        results[name] = (float(loss), torch.cat([q.grad.flatten() for q in net.parameters()]))
+        results[name] = (float(loss.detach()), torch.cat([q.grad.flatten() for q in net.parameters()]))
     (ours, g_ours), (theirs, g_theirs) = results["aevb"], results["hand"]
     grad_gap = float((g_ours - g_theirs).norm() / g_ours.norm())
     print(f"the same weights and draws: aevb loss {ours:.6g}, hand-written {theirs:.6g} "

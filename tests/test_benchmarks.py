@@ -57,3 +57,11 @@ def run_script(script, fashion_dir, tmp_path, *extra, check=True):
     if check:
         assert out.returncode == 0, out.stderr[-2000:]
     return out
+
+
+def test_the_gpu_check_script_parses_and_names_its_two_steps():
+    """``benchmarks/gpu_check.sh`` runs on a GPU machine only; here: its syntax, its usage."""
+    script = ROOT / "benchmarks" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert usage.returncode == 2 and "prepare | run" in usage.stderr
