@@ -32,6 +32,7 @@ from aevb.inference.batching import Split
 from aevb.inference.errors import ConfigError
 from aevb.inference.objectives import KLSchedule, objective_for_model
 from aevb.inference.objectives.importance import ImportanceWeightedELBO
+from aevb.inference.threads import apply_share
 from aevb.inference.training.engines import Engine, build_engine
 from aevb.inference.training.loop import kl_clock
 from aevb.inference.training.optim import build_optimizer
@@ -374,6 +375,7 @@ class Baseline(Method):
         total = torch.zeros(())
         for _ in range(steps):
             b = next(self.labelled_stream)
+            apply_share()
             self.optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(self.module(b.x), b.y)
             loss.backward()

@@ -40,6 +40,7 @@ from aevb.inference.semisupervised import (
     m1_features,
     subset,
 )
+from aevb.inference.threads import ThreadBudget, share_threads
 from aevb.inference.training import resolve_device, train_epoch
 from aevb.inference.training.checkpoint import (
     atomic_write_bytes,
@@ -235,6 +236,8 @@ class Experiment:
                                   f"{M1_ARCHITECTURE}; move {path.parent} aside to train M1 "
                                   "again") from e
             return model
+        if self.device.type == "cpu":
+            share_threads()
         engine = build_engine("fast", model, build_objective("elbo"), "adam", self.cfg.lr)
         for epoch in range(self.cfg.m1_epochs or self.cfg.epochs):
             train_epoch(model, engine, bundle.train, self.cfg.batch_size,
@@ -251,6 +254,8 @@ class Experiment:
             result = json.loads(result_path.read_text())
             if result["epochs"] >= self.cfg.epochs:
                 return result  # finished; a run with fewer epochs goes on from its checkpoint
+        if self.device.type == "cpu":
+            share_threads()
         data = self.semi_data(labels, seed)
         if METHODS.get(method_name).on_m1_features:
             data = m1_features(self.m1(seed), data, seed)
@@ -362,6 +367,8 @@ def _start_worker(cfg: dict, out: str, counter, workers: int) -> None:
     device = resolve_device(config.device)
     if device.type == "cuda":
         config.device = f"cuda:{index % torch.cuda.device_count()}"
+    elif ThreadBudget.wanted():
+        share_threads()  # the workers share the cores (with any other aevb process) as one
     else:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     _WORKER["experiment"] = Experiment(config, Path(out), progress=False)

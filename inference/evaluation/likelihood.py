@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from aevb.inference.batching import Split
 from aevb.inference.objectives.importance import ImportanceWeightedELBO
+from aevb.inference.threads import apply_share
 from aevb.models.base import LatentVariableModel, call_with_labels, for_evaluation
 
 
@@ -47,6 +48,7 @@ def _importance_sampled(model, split, num_samples, sample_chunk, batch_size, pro
     bar = tqdm(total=len(split), disable=not progress, unit="img", smoothing=0, leave=False,
                desc=f"log p(x): {num_samples} importance samples x {len(split)} images")
     for batch in split.batches(batch_size):
+        apply_share()
         running = torch.full((len(batch),), -math.inf, device=device)
         total_w = torch.zeros(len(batch), device=device)
         done = 0

@@ -34,6 +34,7 @@ from pyro.infer import SVI
 
 from aevb.inference.errors import ConfigError
 from aevb.inference.objectives import Objective
+from aevb.inference.threads import apply_share
 from aevb.inference.training.distributed import SINGLE, DistContext
 from aevb.inference.training.optim import (
     OPTIMIZERS,
@@ -143,6 +144,7 @@ class FastEngine(Engine):
         self._loss = self.loss if ctx.active else self.loss.forward
 
     def step(self, *batches: Batch, weight: float = 1.0) -> torch.Tensor:
+        apply_share()
         self.optimizer.zero_grad(set_to_none=True)
         loss = self._loss(*batches, weight=weight)
         loss.backward()
@@ -200,6 +202,7 @@ class SVIEngine(Engine):
     def step(self, *batches: Batch, weight: float = 1.0) -> torch.Tensor:
         if len(batches) != 1 or weight != 1.0:
             raise NotImplementedError("train.engine=svi takes one batch per step")
+        apply_share()
         loss = self.svi.step(batches[0])
         if not self._checked:
             self._check_capture()

@@ -1,0 +1,79 @@
+"""Thread budgeting between aevb processes on one machine (aevb.inference.threads)."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from aevb.inference.threads import ThreadBudget, _started
+
+
+@pytest.fixture
+def other_process():
+    """A live process of this user, standing in for a second aevb process."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def register(folder, pid, started):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / str(pid)).write_text(started)
+
+
+def test_the_share_halves_beside_a_second_process_and_grows_back_when_it_ends(tmp_path,
+                                                                              other_process):
+    folder = tmp_path / "processes"
+    threads = torch.get_num_threads()
+    budget = ThreadBudget(cores=4, folder=folder, interval=3600).start()
+    try:
+        assert budget.share == 4 and budget.processes() == 1
+        register(folder, other_process.pid, _started(other_process.pid))
+        assert budget.count() == 2
+        assert budget.apply() == 2 and torch.get_num_threads() == 2
+        other_process.kill()
+        other_process.wait()
+        assert budget.count() == 4 and budget.apply() == 4 and torch.get_num_threads() == 4
+        assert not (folder / str(other_process.pid)).exists()  # its stale file is removed
+    finally:
+        budget.stop()
+        torch.set_num_threads(threads)
+    assert not any(folder.iterdir())  # stopping leaves the folder
+
+
+def test_a_reused_pid_or_a_dead_one_does_not_count(tmp_path, other_process):
+    folder = tmp_path / "processes"
+    register(folder, other_process.pid, "1")  # the pid's process started at another time
+    register(folder, 2**22 + 1, "")  # above Linux's largest pid: no such process
+    budget = ThreadBudget(cores=4, folder=folder)
+    assert budget.processes() == 1 and budget.count() == 4  # only this process, unregistered
+
+
+def test_the_watcher_thread_recounts_and_the_compute_thread_adopts(tmp_path, other_process):
+    folder = tmp_path / "processes"
+    threads = torch.get_num_threads()
+    budget = ThreadBudget(cores=4, folder=folder, interval=0.05).start()
+    try:
+        register(folder, other_process.pid, _started(other_process.pid))
+        deadline = time.monotonic() + 5
+        while budget.share != 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert budget.share == 2
+        assert torch.get_num_threads() == 4  # not before this thread's next apply
+        budget.apply()
+        assert torch.get_num_threads() == 2
+    finally:
+        budget.stop()
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("env", [{"OMP_NUM_THREADS": "2"}, {"AEVB_THREAD_BUDGET": "0"}])
+def test_no_budget_where_the_user_chose_the_threads(env, monkeypatch):
+    for name in ("OMP_NUM_THREADS", "AEVB_THREAD_BUDGET"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert not ThreadBudget.wanted()
