@@ -35,7 +35,58 @@ EXPECTED = {"throughput.py": "ratio aevb / hand-written", "m2_enumeration.py": "
 
 def test_every_benchmark_is_listed():
     scripts = {p.name for p in (ROOT / "benchmarks").glob("*.py") if p.name != "__init__.py"}
-    assert scripts == set(SMOKE_ARGS), "add the new benchmark to SMOKE_ARGS"
+    assert scripts == set(SMOKE_ARGS) | {"m2_pyro_example.py"}, \
+        "add the new benchmark to SMOKE_ARGS"
+
+
+# a stand-in for pyro's examples/vae folder, with its SSVAE's interface (not its code)
+STAND_IN = """
+import pyro, pyro.distributions as dist, torch
+from torch import nn
+
+class SSVAE(nn.Module):
+    def __init__(self, z_dim, hidden_layers, config_enum, aux_loss_multiplier):
+        super().__init__()
+        self.classify = nn.Linear(784, 10)
+        self.decode = nn.Linear(10, 784)
+
+    def model(self, xs, ys=None):
+        pyro.module("ss_vae", self)
+        with pyro.plate("data", len(xs)):
+            ys = pyro.sample("y", dist.OneHotCategorical(logits=xs.new_zeros(10)), obs=ys)
+            pyro.sample("x", dist.Bernoulli(logits=self.decode(ys), validate_args=False)
+                        .to_event(1), obs=xs)
+
+    def guide(self, xs, ys=None):
+        with pyro.plate("data", len(xs)):
+            if ys is None:
+                pyro.sample("y", dist.OneHotCategorical(logits=self.classify(xs)))
+
+    def model_classify(self, xs, ys=None):
+        pyro.module("ss_vae", self)
+
+    def guide_classify(self, xs, ys=None):
+        pass
+"""
+
+
+@pytest.mark.data
+def test_the_pyro_example_benchmark_times_both_loops(fashion_dir, tmp_path):
+    folder = tmp_path / "vae"
+    (folder / "utils").mkdir(parents=True)
+    (folder / "utils" / "custom_mlp.py").write_text("")
+    (folder / "ss_vae_M2.py").write_text(STAND_IN)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "m2_pyro_example.py"), "--pyro-examples",
+         str(folder), "--dataset", "fashion-mnist", "--data-dir", str(fashion_dir), "--steps",
+         "2", "--rounds", "1", "--threads", "1"], cwd=ROOT, capture_output=True, text=True,
+        timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ratio aevb / Pyro's example" in out.stdout
+    refused = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "m2_pyro_example.py"),
+                              "--pyro-examples", str(tmp_path / "nowhere")],
+                             capture_output=True, text=True, timeout=600)
+    assert refused.returncode and "give a copy of pyro's examples/vae" in refused.stderr
 
 
 @pytest.mark.data
