@@ -8,7 +8,9 @@ a training epoch 3-6x slower beside an evaluation; issue 21).
 
 A :class:`ThreadBudget` registers its process in a folder shared by the user's aevb processes
 (a file named by the pid) and, in a background thread, counts the live ones every
-``interval`` seconds. Its share is ``cores // processes`` (at least 1). The compute thread
+``interval`` seconds. Its share is ``threads // processes`` (at least 1), where ``threads`` is
+what the process had when the budget started (torch's default, or what the user set with
+``torch.set_num_threads``): a budget never gives more. The compute thread
 adopts a new share at its next :func:`apply` (once per training step or evaluation batch):
 ``torch.set_num_threads`` acts on the calling thread's OpenMP team, so only the thread that
 computes may call it. When the other process ends, the share grows back.
@@ -66,14 +68,14 @@ def default_folder() -> Path:
 class ThreadBudget:
     """This process's fair share of the CPU threads (see the module's docstring).
 
-    :param int cores: the cores to share (default: those this process may run on).
+    :param int cores: the threads to share (default: the process's threads now).
     :param Path folder: where processes register (default :func:`default_folder`).
     :param float interval: seconds between counts of the live processes.
     """
 
     def __init__(self, cores: int | None = None, folder: Path | None = None,
                  interval: float = 1.0):
-        self.cores = cores or _cores()
+        self.cores = cores or torch.get_num_threads()
         self.folder = folder or default_folder()
         self.interval = interval
         self.share = torch.get_num_threads()
@@ -90,7 +92,7 @@ class ThreadBudget:
             return False
         if os.environ.get("OMP_NUM_THREADS"):
             return False
-        return _cores() > 1
+        return _cores() > 1 and torch.get_num_threads() > 1
 
     def processes(self) -> int:
         """The live registered processes (this one included); stale files are removed."""

@@ -77,3 +77,13 @@ def test_no_budget_where_the_user_chose_the_threads(env, monkeypatch):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert not ThreadBudget.wanted()
+
+
+def test_a_budget_never_gives_more_threads_than_the_process_had(tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # the user's choice, made in Python
+        assert not ThreadBudget.wanted()
+        assert ThreadBudget(folder=tmp_path).count() == 1
+    finally:
+        torch.set_num_threads(threads)
