@@ -115,6 +115,25 @@ class Run:
         return self.model.generate(n)
 
 
+    def interpolate(self, a: int, b: int, steps: int = 10, path: str = "linear",
+                    data=None) -> torch.Tensor:
+        """``(steps, *x_shape)``: the decoded path from image ``a``'s code to image ``b``'s
+        (indices into ``data``, default the run's test split), ``path`` ``linear`` or
+        ``slerp`` (:func:`aevb.uses.interpolation.interpolate`); a model that reads labels
+        keeps image ``a``'s label where the split has labels (M2: its own most probable
+        class), as ``aevb interpolate`` draws it."""
+        from aevb.models.base import labels_of
+        from aevb.uses.interpolation import interpolate
+
+        _, split = self._split(data)
+        for i in (a, b):
+            if not 0 <= i < len(split):
+                raise ConfigError(f"image {i} is not in the split's {len(split)} images; give "
+                                  f"indices in [0, {len(split) - 1}]")
+        y_a = split.y[a] if split.y is not None and labels_of(self.model) == "required" else None
+        return interpolate(self.model, split.x[a], split.x[b], steps, path, y_a)
+
+
 def _data_settings(data) -> tuple[list[str], object]:
     """Overrides naming the data, and a data source object for in-memory data."""
     if data is None:

@@ -242,6 +242,24 @@ def _experiment(args) -> int:
     return 0 if rows else 1
 
 
+def _interpolate(args) -> int:
+    from aevb.api import Run
+
+    from .pictures import save_grid
+
+    try:
+        a, b = (int(v) for v in args.pair.split(","))
+    except ValueError:
+        raise AevbError(f"--pair {args.pair}: give two image indices, e.g. --pair 3,17") from None
+    run = Run(_load(args))
+    path = "slerp" if args.slerp else "linear"
+    images = run.interpolate(a, b, args.steps, path)
+    out = Path(args.out) if args.out else Path(args.run_dir) / f"interpolation-{a}-{b}-{path}.png"
+    save_grid(images, out, nrow=args.steps)
+    print(out)
+    return 0
+
+
 def _diagnose(args) -> int:
     import torch
 
@@ -336,6 +354,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=natural, default=0)
     _run_options(s)
     s.set_defaults(func=_sample)
+
+    i = sub.add_parser("interpolate", help="decode the latent path between two test images")
+    i.add_argument("run_dir")
+    i.add_argument("--pair", required=True, help="two test-image indices, e.g. 3,17")
+    i.add_argument("--steps", type=positive, default=10, help="points on the path (ends too)")
+    i.add_argument("--slerp", action="store_true", help="the spherical path, not the line")
+    i.add_argument("--out", help="output PNG (default RUN_DIR/interpolation-A-B-PATH.png)")
+    _run_options(i)
+    i.set_defaults(func=_interpolate)
 
     d = sub.add_parser("diagnose", help="diagnostics of a trained run")
     ds = d.add_subparsers(dest="diagnostic", required=True)

@@ -19,12 +19,14 @@ use no other path. A model
   objective that sums them out exactly (TraceEnum_ELBO) or refuses one that cannot.
 
 Optional methods used for pictures and diagnostics: ``encode(x, y=None)`` (posterior mean of
-the latent code), ``reconstruct(x, y=None)`` (mean of p(x|.) at the posterior means),
+the latent code), ``decode(z, y=None)`` (mean of p(x|.) at code ``z``; with ``encode`` it
+makes :func:`aevb.uses.interpolation.interpolate` work), ``reconstruct(x, y=None)`` (mean of
+p(x|.) at the posterior means),
 ``generate(n)`` (means of p(x|.) with the latents drawn from the prior), ``evaluation_figures(split,
 batch_size)`` (a dict of the model's own test figures merged into ``evaluation.json``, such as
 VQ-VAE's code perplexity) and ``check_data(x)``
 (raise ``ValueError`` for data the likelihood cannot score). ``y`` is passed only to models whose
-``labels`` is ``"required"``.
+``labels`` is ``"required"`` (and to ``decode`` of a model that reads labels at all).
 
 Register a model with :func:`aevb.models.zoo.register_model`, or point the CLI at a file:
 ``aevb train model=path/to/my_model.py:MyModel``.

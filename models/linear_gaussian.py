@@ -53,6 +53,10 @@ class LinearGaussianVAE(LatentVariableModel):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.A.T + self.c
 
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The mean of p(x|z), W z + b."""
+        return z @ self.W.T + self.b
+
     def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
         """Exact :math:`\\log p(x)` per datapoint."""
         cov = self.W @ self.W.T + self.log_sigma.exp() ** 2 * torch.eye(self.x_dim, device=self.W.device)

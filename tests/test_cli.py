@@ -5,10 +5,11 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from aevb.cli import build_parser, main
 
-TESTED = {"train", "evaluate", "sample", "experiment", "diagnose"}
+TESTED = {"train", "evaluate", "sample", "experiment", "diagnose", "interpolate"}
 
 
 def test_every_subcommand_has_a_smoke_test():
@@ -34,6 +35,13 @@ def test_train_evaluate_sample_and_resume(fashion_dir, tmp_path, capsys):
     assert result["epochs_trained"] == 2
     assert main(["sample", str(run), "-n", "16", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").stat().st_size > 0
+    for extra in ([], ["--slerp"]):
+        assert main(["interpolate", str(run), "--pair", "3,17", "--steps", "5", *extra]) == 0
+    for name in ("interpolation-3-17-linear.png", "interpolation-3-17-slerp.png"):
+        with Image.open(run / name) as im:
+            assert im.size == (5 * 28 + 6 * 2, 28 + 2 * 2)  # one row of 5, 2-pixel padding
+    assert main(["interpolate", str(run), "--pair", "3,999"]) == 2  # 200 test images
+    assert "not in the split's 200 images" in capsys.readouterr().err
     assert main(["diagnose", "gradients", str(run), "--estimators", "reparam,score,iwae3",
                  "--repeats", "5", "--batch-size", "20"]) == 0
     table = (run / "diagnostics" / "gradients.md").read_text()

@@ -409,8 +409,10 @@ class SpecModel(LatentVariableModel):
         return values
 
     def _observation_means(self, values: dict[str, torch.Tensor], like: torch.Tensor,
-                           sample_latents: bool) -> torch.Tensor:
-        """Run the model forward from ``values``; the mean of the (first) x-observation."""
+                           sample_latents: bool, prior_means: bool = False) -> torch.Tensor:
+        """Run the model forward from ``values``; the mean of the (first) x-observation. A
+        latent without a value is drawn from its prior (``sample_latents``) or set to its
+        prior mean given its parents (``prior_means``)."""
         result = None
         for name in self.model_order:
             var, cond = self.variables[name], self.priors[name]
@@ -419,11 +421,11 @@ class SpecModel(LatentVariableModel):
                 values[name] = cond.family.mean(self._params(cond, values))
                 if var.data == "x" and result is None:
                     result = values[name]
-            elif name not in values and sample_latents:
+            elif name not in values and (sample_latents or prior_means):
                 fn = self._distribution(name, cond, values, like)
                 if not fn.batch_shape:
                     fn = fn.expand([like.shape[0]])
-                values[name] = fn.sample()
+                values[name] = fn.sample() if sample_latents else fn.mean
         if result is None:
             raise ValueError("the spec has no observed variable read from batch.x to picture")
         return result
@@ -436,6 +438,19 @@ class SpecModel(LatentVariableModel):
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self._observation_means(self._posterior_means(x, y), x, sample_latents=False)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The mean of p(x|...) with the ``code`` latent at ``z`` (``(n, *shape)``), the label
+        (the categorical variable read from ``batch.y``) at ``y`` where the model has one, and
+        every other latent at its prior mean given its parents."""
+        values = {self.code: z}
+        label = next((n for n, v in self.variables.items() if v.data == "y"), None)
+        if label is not None:
+            if y is None:
+                raise ValueError("decode: this model's x depends on its label; pass y")
+            values[label] = y
+        return self._observation_means(values, z, sample_latents=False, prior_means=True)
 
     @torch.no_grad()
     def generate(self, num_samples: int) -> torch.Tensor:

@@ -1,0 +1,62 @@
+"""What trained models are for: latent paths (aevb.uses)."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from aevb.models import VAE, LinearGaussianVAE, SpecModel
+from aevb.uses.interpolation import interpolate, lerp, slerp
+
+SPECS = Path(__file__).resolve().parents[1] / "configs" / "specs"
+
+
+def test_slerp_keeps_the_norm_between_orthogonal_codes_and_meets_both_ends():
+    a, b = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 3.0])
+    t = torch.linspace(0, 1, 7)
+    path = slerp(a, b, t)
+    assert torch.allclose(path[0], a) and torch.allclose(path[-1], b, atol=1e-6)
+    assert torch.allclose(path.norm(dim=-1), torch.full((7,), 3.0))
+    assert torch.allclose(path[3], torch.tensor([3.0, 3.0]) / math.sqrt(2))  # the arc's middle
+    assert lerp(a, b, t)[3].norm() == pytest.approx(3 / math.sqrt(2))  # the chord's falls short
+    assert torch.allclose(slerp(a, 2 * a, t), lerp(a, 2 * a, t))  # parallel: the straight line
+
+
+def test_a_linear_decoder_maps_the_latent_line_to_the_line_between_the_decoded_ends():
+    torch.manual_seed(0)
+    model = LinearGaussianVAE(x_dim=5, z_dim=2)
+    x_a, x_b = torch.randn(5), torch.randn(5)
+    path = interpolate(model, x_a, x_b, steps=5)
+    ends = model.decode(torch.stack([model.encode(x_a), model.encode(x_b)]))
+    assert torch.allclose(path, lerp(ends[0], ends[1], torch.linspace(0, 1, 5)), atol=1e-5)
+
+
+def test_vae_paths_start_and_end_at_the_reconstructions():
+    torch.manual_seed(0)
+    model = VAE((1, 6, 6), z_dim=3, hidden_sizes=(16,))
+    x = torch.bernoulli(torch.rand(2, 1, 6, 6))
+    for path in ("linear", "slerp"):
+        images = interpolate(model, x[0], x[1], steps=6, path=path)
+        assert images.shape == (6, 1, 6, 6)
+        assert torch.allclose(images[[0, -1]], model.reconstruct(x), atol=1e-5)
+    with pytest.raises(ValueError, match="at least 2"):
+        interpolate(model, x[0], x[1], steps=1)
+    with pytest.raises(ValueError, match="not one of"):
+        interpolate(model, x[0], x[1], path="curved")
+
+
+def test_labelled_models_keep_one_class_along_the_path():
+    torch.manual_seed(0)
+    m2 = SpecModel((1, 6, 6), str(SPECS / "m2.yaml"))
+    x = torch.bernoulli(torch.rand(2, 1, 6, 6))
+    y = m2.label_logits(x[:1]).argmax(-1)
+    images = interpolate(m2, x[0], x[1], steps=4)
+    assert torch.allclose(images[0], m2.reconstruct(x[:1])[0], atol=1e-5)  # its own class
+    assert images.shape == (4, 1, 6, 6)
+    other = (y + 1) % 10
+    assert not torch.allclose(interpolate(m2, x[0], x[1], steps=4, y_a=other[0]), images)
+    cvae = SpecModel((1, 6, 6), str(SPECS / "cvae.yaml"))
+    with pytest.raises(ValueError, match="requires labels"):
+        interpolate(cvae, x[0], x[1])
+    assert interpolate(cvae, x[0], x[1], steps=3, y_a=torch.tensor(4)).shape == (3, 1, 6, 6)
