@@ -115,6 +115,28 @@ class Run:
         return self.model.generate(n)
 
 
+    def analogies(self, rows: int = 10, data=None) -> torch.Tensor:
+        """The analogies grid of a model that reads labels (M2, CVAE): ``rows`` test images,
+        each followed by its style decoded with every class
+        (:func:`aevb.uses.conditional.analogies`; a grid of C + 1 columns)."""
+        from aevb.models.base import labels_of
+        from aevb.uses.conditional import analogies
+
+        _, split = self._split(data)
+        y = split.y[:rows] if split.y is not None and labels_of(self.model) == "required" \
+            else None
+        return analogies(self.model, split.x[:rows], y)
+
+    @torch.no_grad()
+    def samples_by_class(self, per_class: int = 8, seed: int | None = 0) -> torch.Tensor:
+        """``per_class`` rows of class-conditional samples, one class per column
+        (:func:`aevb.uses.conditional.samples_by_class`)."""
+        from aevb.uses.conditional import samples_by_class
+
+        if seed is not None:
+            torch.manual_seed(seed)
+        return samples_by_class(self.model, per_class)
+
     def interpolate(self, a: int, b: int, steps: int = 10, path: str = "linear",
                     data=None) -> torch.Tensor:
         """``(steps, *x_shape)``: the decoded path from image ``a``'s code to image ``b``'s

@@ -205,6 +205,20 @@ def _sample(args) -> int:
 
     from .pictures import save_grid
 
+    if args.by_class:
+        from aevb.api import Run
+        from aevb.uses.conditional import label_classes
+
+        run = Run(_load(args, with_data=False))
+        try:
+            classes = label_classes(run.model)
+        except ValueError as e:
+            raise AevbError(f"--by-class: {e}") from None
+        rows = max(1, args.num // classes)
+        out = Path(args.out) if args.out else Path(args.run_dir) / f"samples-by-class-{rows}.png"
+        save_grid(run.samples_by_class(rows, seed=args.seed), out, nrow=classes)
+        print(out)
+        return 0
     model = _load(args, with_data=False).model
     if not hasattr(model, "generate"):
         raise AevbError("this model has no generate(n); it cannot draw samples")
@@ -240,6 +254,23 @@ def _experiment(args) -> int:
     print((out / "results.md").read_text(), end="")
     print(out)
     return 0 if rows else 1
+
+
+def _analogies(args) -> int:
+    from aevb.api import Run
+    from aevb.uses.conditional import label_classes
+
+    from .pictures import save_grid
+
+    run = Run(_load(args))
+    try:
+        classes = label_classes(run.model)
+    except ValueError as e:
+        raise AevbError(str(e)) from None
+    out = Path(args.out) if args.out else Path(args.run_dir) / "analogies.png"
+    save_grid(run.analogies(args.rows), out, nrow=classes + 1)
+    print(out)
+    return 0
 
 
 def _interpolate(args) -> int:
@@ -352,8 +383,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", "--num", type=positive, default=64)
     s.add_argument("--out", help="output PNG (default RUN_DIR/samples-N.png)")
     s.add_argument("--seed", type=natural, default=0)
+    s.add_argument("--by-class", action="store_true", help="one class per column, N // C rows "
+                   "(a model that reads labels: m2, cvae)")
     _run_options(s)
     s.set_defaults(func=_sample)
+
+    an = sub.add_parser("analogies", help="test images' styles decoded with every class "
+                                          "(m2, cvae)")
+    an.add_argument("run_dir")
+    an.add_argument("--rows", type=positive, default=10, help="test images, one per row")
+    an.add_argument("--out", help="output PNG (default RUN_DIR/analogies.png)")
+    _run_options(an)
+    an.set_defaults(func=_analogies)
 
     i = sub.add_parser("interpolate", help="decode the latent path between two test images")
     i.add_argument("run_dir")

@@ -329,21 +329,6 @@ class M2(Method):
         self.module.eval()
         return {"valid_generative_accuracy": generative_accuracy(self.module, self.data.valid)}
 
-    @torch.no_grad()
-    def analogies(self, x: torch.Tensor) -> torch.Tensor:
-        """Rows: test images, then the decoder's mean with z (style) inferred from each image
-        and y set to every class (Kingma et al. 2014, Figure 1)."""
-        model = self.module
-        model.eval()
-        z = model.encode(x)
-        classes = model.variables["y"].num_classes
-        rows = []
-        for i in range(len(x)):
-            ys = torch.arange(classes, device=x.device)
-            gen = model.observation_mean({"y": ys, "z": z[i].expand(classes, -1)})
-            rows += [x[i:i + 1], gen]
-        return torch.cat(rows)
-
 
 @METHODS.register("m1m2")
 class M1M2(M2):

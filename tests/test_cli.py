@@ -9,7 +9,8 @@ from PIL import Image
 
 from aevb.cli import build_parser, main
 
-TESTED = {"train", "evaluate", "sample", "experiment", "diagnose", "interpolate"}
+# analogies: tests/test_contract.py::test_specs_train_through_the_cli
+TESTED = {"train", "evaluate", "sample", "experiment", "diagnose", "interpolate", "analogies"}
 
 
 def test_every_subcommand_has_a_smoke_test():

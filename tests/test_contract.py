@@ -5,6 +5,7 @@ import textwrap
 
 import pytest
 import torch
+from PIL import Image
 
 from aevb.builder import build_model
 from aevb.cli import main
@@ -99,6 +100,17 @@ def test_specs_train_through_the_cli(fashion_dir, tmp_path, spec, extra):
     assert -1000 < result["log_likelihood"] < 0 and result["log_likelihood"] >= result["elbo"] - 1
     assert "spec" in (run / "config.yaml").read_text()  # the run holds its model, not a path
     assert main(["train", "--resume", str(run), "train.epochs=2", "--no-progress"]) == 0
+    # what a trained spec model is for: paths, and for labelled models conditional generation
+    assert main(["interpolate", str(run), "--pair", "0,1", "--steps", "4"]) == 0
+    assert (run / "interpolation-0-1-linear.png").is_file()
+    labelled = spec != "dlgm2"
+    assert main(["analogies", str(run), "--rows", "3"]) == (0 if labelled else 2)
+    assert main(["sample", str(run), "--by-class", "-n", "20"]) == (0 if labelled else 2)
+    if labelled:
+        with Image.open(run / "analogies.png") as im:
+            assert im.size == (11 * 28 + 12 * 2, 3 * 28 + 4 * 2)  # 3 rows: image + 10 classes
+        with Image.open(run / "samples-by-class-2.png") as im:
+            assert im.size == (10 * 28 + 11 * 2, 2 * 28 + 3 * 2)
 
 
 def test_a_bad_spec_is_refused_before_anything_is_written(tmp_path, capsys):

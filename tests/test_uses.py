@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from aevb.models import VAE, LinearGaussianVAE, SpecModel
+from aevb.uses.conditional import analogies, samples_by_class
 from aevb.uses.interpolation import interpolate, lerp, slerp
 
 SPECS = Path(__file__).resolve().parents[1] / "configs" / "specs"
@@ -60,3 +61,32 @@ def test_labelled_models_keep_one_class_along_the_path():
     with pytest.raises(ValueError, match="requires labels"):
         interpolate(cvae, x[0], x[1])
     assert interpolate(cvae, x[0], x[1], steps=3, y_a=torch.tensor(4)).shape == (3, 1, 6, 6)
+
+
+def test_analogies_hold_the_style_and_change_the_class_along_each_row():
+    torch.manual_seed(0)
+    for name, y in (("m2", None), ("cvae", torch.tensor([2, 7]))):
+        model = SpecModel((1, 6, 6), str(SPECS / f"{name}.yaml"))
+        x = torch.bernoulli(torch.rand(2, 1, 6, 6))
+        grid = analogies(model, x, y)
+        assert grid.shape == (2 * 11, 1, 6, 6)
+        assert torch.equal(grid[0], x[0]) and torch.equal(grid[11], x[1])
+        label = y if y is not None else model.label_logits(x).argmax(-1)
+        own = model.reconstruct(x, y) if y is not None else model.reconstruct(x)
+        for row in range(2):  # the image's own class reproduces its reconstruction
+            assert torch.allclose(grid[row * 11 + 1 + label[row]], own[row], atol=1e-5)
+        assert not torch.allclose(grid[1], grid[2])  # the class changes the image
+
+
+def test_class_conditional_samples_share_z_along_a_row():
+    torch.manual_seed(0)
+    model = SpecModel((1, 6, 6), str(SPECS / "cvae.yaml"))
+    torch.manual_seed(1)
+    grid = samples_by_class(model, per_class=3)
+    assert grid.shape == (30, 1, 6, 6)
+    torch.manual_seed(1)
+    z = model.sample_prior(model.code, 3)
+    expected = model.decode(z.repeat_interleave(10, dim=0), y=torch.arange(10).repeat(3))
+    assert torch.allclose(grid, expected)
+    with pytest.raises(ValueError, match="no categorical label"):
+        samples_by_class(VAE((1, 6, 6), z_dim=2, hidden_sizes=(8,)))

@@ -55,6 +55,7 @@ from aevb.inference.training.engines import build_engine
 from aevb.inference.training.metrics import MetricsLog
 from aevb.models.vae import VAE
 from aevb.pictures import accuracy_vs_labels, save_grid
+from aevb.uses.conditional import analogies, label_classes
 
 #: M1 of Kingma et al. (2014), section 4.1: a 50-dimensional z1 and MLPs of two hidden layers
 #: of 600 softplus units.
@@ -297,7 +298,8 @@ class Experiment:
             "num_labelled": len(data.labelled), "num_unlabelled": len(data.unlabelled),
         }
         if getattr(method, "draws_images", False):
-            save_grid(method.analogies(data.test.x[:10]), run_dir / "analogies.png", nrow=11)
+            save_grid(analogies(method.module, data.test.x[:10]), run_dir / "analogies.png",
+                      nrow=label_classes(method.module) + 1)
         atomic_write_text(result_path, json.dumps(result, indent=2) + "\n")
         return result
 

@@ -453,6 +453,17 @@ class SpecModel(LatentVariableModel):
         return self._observation_means(values, z, sample_latents=False, prior_means=True)
 
     @torch.no_grad()
+    def sample_prior(self, name: str, num_samples: int,
+                     values: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """``num_samples`` draws of latent ``name`` from its prior given ``values`` of its
+        parents (each ``(num_samples, ...)``)."""
+        like = next(self.parameters()).new_zeros(num_samples)
+        fn = self._distribution(name, self.priors[name], dict(values or {}), like)
+        if not fn.batch_shape:
+            fn = fn.expand([num_samples])
+        return fn.sample()
+
+    @torch.no_grad()
     def generate(self, num_samples: int) -> torch.Tensor:
         """Ancestral samples of the latents; labels given as inputs cycle through the classes."""
         like = next(self.parameters()).new_zeros(num_samples)
