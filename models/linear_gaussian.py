@@ -39,16 +39,27 @@ class LinearGaussianVAE(LatentVariableModel):
         self.c = nn.Parameter(torch.zeros(z_dim))
         self.log_s = nn.Parameter(torch.zeros(z_dim))
 
+    def prior(self, like: torch.Tensor) -> dist.TorchDistribution:
+        """p(z) = N(0, I), batched as ``like``'s first dimension."""
+        return dist.Normal(like.new_zeros(()), 1.0).expand([len(like), self.z_dim]).to_event(1)
+
+    def observation(self, z: torch.Tensor) -> dist.TorchDistribution:
+        """p(x|z) = N(W z + b, sigma^2 I)."""
+        return dist.Normal(self.decode(z), self.log_sigma.exp()).to_event(1)
+
+    def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
+        """q(z|x) = N(A x + c, diag(exp(2 log_s)))."""
+        return dist.Normal(self.encode(x), self.log_s.exp()).to_event(1)
+
     def model(self, batch: Batch) -> None:
         with self.data_plate(batch):
             z = pyro.sample("z", dist.Normal(batch.x.new_zeros(()), 1.0).expand([self.z_dim])
                             .to_event(1))
-            loc = z @ self.W.T + self.b
-            pyro.sample("x", dist.Normal(loc, self.log_sigma.exp()).to_event(1), obs=batch.x)
+            pyro.sample("x", self.observation(z), obs=batch.x)
 
     def guide(self, batch: Batch) -> None:
         with self.data_plate(batch):
-            pyro.sample("z", dist.Normal(self.encode(batch.x), self.log_s.exp()).to_event(1))
+            pyro.sample("z", self.posterior(batch.x))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.A.T + self.c

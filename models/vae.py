@@ -94,6 +94,10 @@ class VAE(LatentVariableModel):
         """q(z|x)."""
         return self.posterior_family(self.encoder(x))
 
+    def observation(self, z: torch.Tensor) -> dist.TorchDistribution:
+        """p(x|z)."""
+        return self.likelihood(self.decoder(z))
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The posterior mean (for flows: the base mean pushed through the flow)."""
         return self.posterior_family.mean(self.encoder(x))

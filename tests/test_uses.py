@@ -8,6 +8,7 @@ import torch
 
 from aevb.models import VAE, LinearGaussianVAE, SpecModel
 from aevb.uses.conditional import analogies, samples_by_class
+from aevb.uses.imputation import impute
 from aevb.uses.interpolation import interpolate, lerp, slerp
 
 SPECS = Path(__file__).resolve().parents[1] / "configs" / "specs"
@@ -90,3 +91,60 @@ def test_class_conditional_samples_share_z_along_a_row():
     assert torch.allclose(grid, expected)
     with pytest.raises(ValueError, match="no categorical label"):
         samples_by_class(VAE((1, 6, 6), z_dim=2, hidden_sizes=(8,)))
+
+
+def exact_conditional(model, x, observed):
+    """p(x_miss | x_obs) of the linear-Gaussian model: x ~ N(b, W W^T + sigma^2 I)."""
+    cov = model.W @ model.W.T + model.log_sigma.exp() ** 2 * torch.eye(model.x_dim)
+    o, m = observed, ~observed
+    gain = cov[m][:, o] @ torch.linalg.inv(cov[o][:, o])
+    mean = model.b[m] + gain @ (x[o] - model.b[o])
+    return mean, cov[m][:, m] - gain @ cov[o][:, m]
+
+
+@torch.no_grad()
+def test_metropolis_within_gibbs_samples_the_exact_conditional_and_pseudo_gibbs_does_not():
+    """Linear-Gaussian model, two of four coordinates missing, an encoder with the mean-field
+    posterior's means and 1.5 times its scales: Metropolis-within-Gibbs (Mattei & Frellsen
+    2018) samples p(x_miss | x_obs); pseudo-Gibbs (Rezende et al. 2014) inherits the encoder's
+    over-dispersion."""
+    torch.manual_seed(0)
+    model = LinearGaussianVAE(x_dim=4, z_dim=2, sigma=0.5)
+    model.set_near_optimal_guide(inflate=1.5)
+    x = model.sample_data(1)[0]
+    observed = torch.tensor([True, True, False, False])
+    mean, cov = exact_conditional(model, x, observed)
+    chains, steps = 4000, 60
+    batch, mask = x.expand(chains, 4), observed.expand(chains, 4)
+    mwg = impute(model, batch, mask, sampler="mwg", steps=steps)
+    draws = mwg.samples[-1][:, ~observed]  # one draw per chain, after 59 steps
+    se = (cov.diagonal() / chains).sqrt()
+    assert ((draws.mean(0) - mean).abs() < 4 * se).all()
+    assert torch.allclose(torch.cov(draws.T), cov, rtol=0.08, atol=0.05)
+    assert 0.2 < mwg.acceptance < 1.0
+    assert torch.equal(mwg.samples[:, :, observed], batch[:, observed].expand(steps, -1, -1))
+    gibbs = impute(model, batch, mask, sampler="pseudo-gibbs", steps=steps)
+    spread = torch.cov(gibbs.samples[-1][:, ~observed].T).diagonal()
+    assert (spread > 1.3 * cov.diagonal()).all() and gibbs.acceptance == 1.0
+    # the single imputation is the conditional mean, to the chain's error
+    assert ((mwg.mean[:, ~observed].mean(0) - mean).abs() < 4 * se).all()
+
+
+def test_images_keep_their_observed_pixels_and_bad_input_is_named():
+    torch.manual_seed(0)
+    model = VAE((1, 6, 6), z_dim=3, hidden_sizes=(16,))
+    x = torch.bernoulli(torch.rand(3, 1, 6, 6))
+    mask = torch.ones_like(x, dtype=torch.bool)
+    mask[..., 2:4, 2:4] = False  # a centre square
+    for sampler in ("mwg", "pseudo-gibbs"):
+        result = impute(model, x, mask, sampler=sampler, steps=4)
+        assert result.samples.shape == (4, 3, 1, 6, 6)
+        assert torch.equal(result.samples[:, mask], x[mask].expand(4, -1))
+        assert set(result.samples[:, ~mask].unique().tolist()) <= {0.0, 1.0}  # Bernoulli draws
+        assert ((result.mean[~mask] > 0) & (result.mean[~mask] < 1)).all()  # probabilities
+    with pytest.raises(ValueError, match="not one of"):
+        impute(model, x, mask, sampler="gibbs")
+    with pytest.raises(ValueError, match="the mask has shape"):
+        impute(model, x, mask[:1])
+    with pytest.raises(ValueError, match="lacks prior"):
+        impute(SpecModel((1, 6, 6), str(SPECS / "cvae.yaml")), x, mask)
