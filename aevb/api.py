@@ -137,6 +137,44 @@ class Run:
             torch.manual_seed(seed)
         return samples_by_class(self.model, per_class)
 
+    @torch.no_grad()
+    def impute(self, images: int = 8, mask: str = "center", sampler: str = "mwg",
+               steps: int = 200, seed: int = 0, data=None) -> tuple[dict, torch.Tensor]:
+        """Fill the ``mask``'s missing pixels of the first ``images`` test images
+        (:func:`aevb.uses.imputation.impute`); returns the report (the mean imputation's
+        squared error on the missing pixels and their log-likelihood, in nats per image,
+        against filling them with the training set's pixel means) and the picture's grid
+        (rows: masked input, three chain draws, the mean imputation, the truth)."""
+        from aevb.uses.imputation import impute, make_mask
+
+        name, split = self._split(data)
+        x = split.x[:images]
+        try:
+            observed = make_mask(mask, tuple(x.shape), seed).to(x.device)
+            torch.manual_seed(seed)
+            result = impute(self.model, x, observed, sampler, steps, truth=x)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        missing = ~observed
+        train = self.data.train.x if self.data is not None else split.x
+        pixel_mean = train.float().mean(0, keepdim=True).expand_as(x)
+        report = {"split": name, "images": len(x), "mask": mask, "sampler": sampler,
+                  "steps": steps, "seed": seed, "acceptance": result.acceptance,
+                  "missing_per_image": float(missing.flatten(1).sum(-1).float().mean()),
+                  "squared_error": float(((result.mean - x) ** 2)[missing].sum() / len(x)),
+                  "squared_error_pixel_mean": float(((pixel_mean - x) ** 2)[missing].sum()
+                                                    / len(x))}
+        if result.heldout_log_likelihood is not None:
+            report["heldout_log_likelihood"] = float(result.heldout_log_likelihood.mean())
+        if bool(((x == 0) | (x == 1)).all()):  # binary pixels: the pixel-mean Bernoulli
+            p = pixel_mean.clamp(1e-3, 1 - 1e-3)
+            ll = x * p.log() + (1 - x) * (1 - p).log()
+            report["heldout_log_likelihood_pixel_mean"] = float(ll[missing].sum() / len(x))
+        shown = torch.where(observed, x, torch.full_like(x, 0.5))
+        draws = [result.samples[i] for i in (steps // 2, 3 * steps // 4, steps - 1)]
+        grid = torch.stack([shown, *draws, result.mean, x], dim=1).flatten(0, 1)
+        return report, grid
+
     def interpolate(self, a: int, b: int, steps: int = 10, path: str = "linear",
                     data=None) -> torch.Tensor:
         """``(steps, *x_shape)``: the decoded path from image ``a``'s code to image ``b``'s

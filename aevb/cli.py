@@ -273,6 +273,30 @@ def _analogies(args) -> int:
     return 0
 
 
+def _impute(args) -> int:
+    from aevb.api import Run
+    from aevb.inference.training.checkpoint import atomic_write_text
+
+    from .pictures import save_grid
+
+    run = Run(_load(args))
+    report, grid = run.impute(args.images, args.mask, args.sampler, args.steps, args.seed)
+    stem = f"impute-{Path(args.mask).stem if args.mask.endswith(('.npy', '.pt')) else args.mask}"
+    stem = f"{stem.replace(':', '')}-{args.sampler}"
+    out = Path(args.out) if args.out else Path(args.run_dir) / f"{stem}.png"
+    save_grid(grid, out, nrow=6)
+    atomic_write_text(out.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
+    line = (f"missing pixels' squared error {report['squared_error']:.2f} per image (pixel "
+            f"means {report['squared_error_pixel_mean']:.2f})")
+    if "heldout_log_likelihood" in report:
+        line += f", log-likelihood {report['heldout_log_likelihood']:.2f} nats"
+    if "heldout_log_likelihood_pixel_mean" in report:
+        line += f" (pixel means {report['heldout_log_likelihood_pixel_mean']:.2f})"
+    print(line + f"; acceptance {report['acceptance']:.2f}")
+    print(out)
+    return 0
+
+
 def _interpolate(args) -> int:
     from aevb.api import Run
 
@@ -404,6 +428,20 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", help="output PNG (default RUN_DIR/interpolation-A-B-PATH.png)")
     _run_options(i)
     i.set_defaults(func=_interpolate)
+
+    m = sub.add_parser("impute", help="fill masked pixels of test images (pseudo-Gibbs or "
+                                      "Metropolis-within-Gibbs) -> grid and JSON")
+    m.add_argument("run_dir")
+    m.add_argument("--mask", default="center",
+                   help="center, top, bottom, random:RATE or a .npy/.pt file (1 = observed)")
+    m.add_argument("--sampler", default="mwg", choices=["mwg", "pseudo-gibbs"])
+    m.add_argument("--steps", type=positive, default=200)
+    m.add_argument("--images", type=positive, default=8, help="the first N test images")
+    m.add_argument("--seed", type=natural, default=0)
+    m.add_argument("--out", help="output PNG (default RUN_DIR/impute-MASK-SAMPLER.png; the "
+                   "JSON beside it)")
+    _run_options(m)
+    m.set_defaults(func=_impute)
 
     d = sub.add_parser("diagnose", help="diagnostics of a trained run")
     ds = d.add_subparsers(dest="diagnostic", required=True)

@@ -10,7 +10,8 @@ from PIL import Image
 from aevb.cli import build_parser, main
 
 # analogies: tests/test_contract.py::test_specs_train_through_the_cli
-TESTED = {"train", "evaluate", "sample", "experiment", "diagnose", "interpolate", "analogies"}
+TESTED = {"train", "evaluate", "sample", "experiment", "diagnose", "interpolate", "analogies",
+          "impute"}
 
 
 def test_every_subcommand_has_a_smoke_test():
@@ -41,6 +42,15 @@ def test_train_evaluate_sample_and_resume(fashion_dir, tmp_path, capsys):
     for name in ("interpolation-3-17-linear.png", "interpolation-3-17-slerp.png"):
         with Image.open(run / name) as im:
             assert im.size == (5 * 28 + 6 * 2, 28 + 2 * 2)  # one row of 5, 2-pixel padding
+    assert main(["impute", str(run), "--mask", "center", "--steps", "6", "--images", "4"]) == 0
+    report = json.loads((run / "impute-center-mwg.json").read_text())
+    assert report["images"] == 4 and report["missing_per_image"] == 14 * 14
+    assert report["heldout_log_likelihood"] < 0 and 0 < report["acceptance"] <= 1
+    assert "heldout_log_likelihood_pixel_mean" in report  # binarized test images
+    with Image.open(run / "impute-center-mwg.png") as im:
+        assert im.size == (6 * 28 + 7 * 2, 4 * 28 + 5 * 2)  # input, 3 draws, mean, truth
+    assert main(["impute", str(run), "--mask", "random:2"]) == 2
+    assert "random:RATE with 0 < RATE < 1" in capsys.readouterr().err
     assert main(["interpolate", str(run), "--pair", "3,999"]) == 2  # 200 test images
     assert "not in the split's 200 images" in capsys.readouterr().err
     assert main(["diagnose", "gradients", str(run), "--estimators", "reparam,score,iwae3",

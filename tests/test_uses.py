@@ -8,7 +8,7 @@ import torch
 
 from aevb.models import VAE, LinearGaussianVAE, SpecModel
 from aevb.uses.conditional import analogies, samples_by_class
-from aevb.uses.imputation import impute
+from aevb.uses.imputation import impute, make_mask
 from aevb.uses.interpolation import interpolate, lerp, slerp
 
 SPECS = Path(__file__).resolve().parents[1] / "configs" / "specs"
@@ -148,3 +148,34 @@ def test_images_keep_their_observed_pixels_and_bad_input_is_named():
         impute(model, x, mask[:1])
     with pytest.raises(ValueError, match="lacks prior"):
         impute(SpecModel((1, 6, 6), str(SPECS / "cvae.yaml")), x, mask)
+
+
+def test_masks_hide_what_they_say():
+    shape = (2, 1, 28, 28)
+    centre = make_mask("center", shape)
+    assert (~centre).sum() == 2 * 14 * 14 and not centre[0, 0, 14, 14]
+    top = make_mask("top", shape)
+    assert not top[..., :14, :].any() and top[..., 14:, :].all()
+    bottom = make_mask("bottom", shape)
+    assert bottom[..., :14, :].all() and not bottom[..., 14:, :].any()
+    rate = (~make_mask("random:0.3", shape, seed=1)).float().mean()
+    assert 0.27 < rate < 0.33
+    assert torch.equal(make_mask("random:0.3", shape, seed=1), make_mask("random:0.3", shape,
+                                                                          seed=1))
+    for bad, message in (("random:1.5", "0 < RATE < 1"), ("left", "is not one of"),
+                         ("nowhere.npy", "does not exist")):
+        with pytest.raises(ValueError, match=message):
+            make_mask(bad, shape)
+
+
+def test_a_mask_file_broadcasts_over_the_images(tmp_path):
+    import numpy as np
+
+    grid = np.ones((28, 28))
+    grid[:, :5] = 0
+    np.save(tmp_path / "left.npy", grid)
+    mask = make_mask(str(tmp_path / "left.npy"), (3, 1, 28, 28))
+    assert mask.shape == (3, 1, 28, 28) and not mask[..., :5].any() and mask[..., 5:].all()
+    np.save(tmp_path / "wrong.npy", np.ones((5, 5)))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        make_mask(str(tmp_path / "wrong.npy"), (3, 1, 28, 28))
