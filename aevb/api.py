@@ -137,6 +137,26 @@ class Run:
             torch.manual_seed(seed)
         return samples_by_class(self.model, per_class)
 
+    def amortization_gap(self, steps: int = 100, lr: float = 1e-2, samples: int = 10,
+                         num_samples: int = 1000, images: int | None = None, seed: int = 0,
+                         data=None) -> dict:
+        """The inference gap of the first ``images`` test images split into its amortization
+        and approximation parts (:func:`aevb.uses.amortization.amortization_gap`), with what
+        they were computed on, as ``aevb evaluate --refine STEPS`` writes it."""
+        from aevb.uses.amortization import amortization_gap, can_refine
+
+        if not can_refine(self.model):
+            raise ConfigError(f"{type(self.model).__name__} has no posterior_params(x) and "
+                              "posterior_from(params); its q cannot be refined per image")
+        name, split = self._split(data)
+        x = split.x[:images] if images else split.x
+        torch.manual_seed(seed)
+        result = amortization_gap(self.model, x, steps, lr, samples, num_samples)
+        info = {"split": name, "seed": seed, "model": runs.model_label(self.config)}
+        if name != "given" and self.data is not None:
+            info["data"] = self.data.description
+        return result | info
+
     @torch.no_grad()
     def impute(self, images: int = 8, mask: str = "center", sampler: str = "mwg",
                steps: int = 200, seed: int = 0, data=None) -> tuple[dict, torch.Tensor]:

@@ -180,6 +180,8 @@ def _load(args, **options):
 def _evaluate(args) -> int:
     from .runs import evaluation_split, refuse_weaker, write_evaluation
 
+    if args.refine is not None:
+        return _amortization(args)
     out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
     if not args.overwrite:
         refuse_weaker(out, args.num_samples, args.test_size)
@@ -197,6 +199,27 @@ def _evaluate(args) -> int:
                                            "data_source": run.data.source}, out)
     print(json.dumps({k: result[k] for k in ("num_images", "num_samples", "elbo",
                                              "log_likelihood", "active_units")}))
+    return 0
+
+
+def _amortization(args) -> int:
+    from aevb.api import Run
+    from aevb.inference.training.checkpoint import atomic_write_text
+
+    overrides = {"test_size": args.test_size} if args.test_size else None
+    if args.data_dir:
+        overrides = (overrides or {}) | {"data_dir": args.data_dir}
+    run = Run(_load(args, data_overrides=overrides))
+    result = run.amortization_gap(args.refine, args.refine_lr, args.refine_samples,
+                                  args.num_samples)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "amortization.json"
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    print(f"{result['images']} {result['split']} images: inference gap "
+          f"{result['inference_gap']:.2f} nats = amortization {result['amortization_gap']:.2f} "
+          f"+ approximation {result['approximation_gap']:.2f} (ELBO {result['elbo_amortized']:.2f}"
+          f" -> {result['elbo_refined']:.2f} after {args.refine} steps; log p(x) "
+          f"{result['log_likelihood']:.2f}, k={args.num_samples})")
+    print(out)
     return 0
 
 
@@ -400,6 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--overwrite", action="store_true", help="replace an existing evaluation "
                    "computed with more samples or images")
     e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--refine", type=positive, metavar="STEPS", help="the amortization gap "
+                   "instead: optimize each image's q for STEPS steps -> RUN_DIR/amortization.json")
+    e.add_argument("--refine-lr", type=_positive_float, default=1e-2)
+    e.add_argument("--refine-samples", type=positive, default=10,
+                   help="reparameterized draws per refinement step")
     e.set_defaults(func=_evaluate)
 
     s = sub.add_parser("sample", help="a grid of samples from the prior")

@@ -49,7 +49,15 @@ class LinearGaussianVAE(LatentVariableModel):
 
     def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
         """q(z|x) = N(A x + c, diag(exp(2 log_s)))."""
-        return dist.Normal(self.encode(x), self.log_s.exp()).to_event(1)
+        return self.posterior_from(self.posterior_params(x))
+
+    def posterior_params(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n, 2d)``: q's mean and log scale per image (the log scale is shared)."""
+        return torch.cat([self.encode(x), self.log_s.expand(len(x), -1)], dim=-1)
+
+    def posterior_from(self, params: torch.Tensor) -> dist.TorchDistribution:
+        loc, log_scale = params.split(self.z_dim, dim=-1)
+        return dist.Normal(loc, log_scale.exp()).to_event(1)
 
     def model(self, batch: Batch) -> None:
         with self.data_plate(batch):

@@ -94,6 +94,15 @@ class VAE(LatentVariableModel):
         """q(z|x)."""
         return self.posterior_family(self.encoder(x))
 
+    def posterior_params(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's output: the parameters of q(z|x) (refined per image by
+        :mod:`aevb.uses.amortization`)."""
+        return self.encoder(x)
+
+    def posterior_from(self, params: torch.Tensor) -> dist.TorchDistribution:
+        """q(z|x) of the posterior family with these parameters."""
+        return self.posterior_family(params)
+
     def observation(self, z: torch.Tensor) -> dist.TorchDistribution:
         """p(x|z)."""
         return self.likelihood(self.decoder(z))

@@ -49,6 +49,13 @@ def test_train_evaluate_sample_and_resume(fashion_dir, tmp_path, capsys):
     assert "heldout_log_likelihood_pixel_mean" in report  # binarized test images
     with Image.open(run / "impute-center-mwg.png") as im:
         assert im.size == (6 * 28 + 7 * 2, 4 * 28 + 5 * 2)  # input, 3 draws, mean, truth
+    assert main(["evaluate", str(run), "--refine", "20", "--refine-lr", "0.05",
+                 "--num-samples", "50", "--test-size", "30"]) == 0
+    gap = json.loads((run / "amortization.json").read_text())
+    assert gap["images"] == 30 and gap["refine_steps"] == 20 and gap["num_samples"] == 50
+    assert gap["elbo_refined"] > gap["elbo_amortized"]  # refinement improves each q
+    assert gap["inference_gap"] == pytest.approx(gap["amortization_gap"]
+                                                 + gap["approximation_gap"], abs=1e-3)
     assert main(["impute", str(run), "--mask", "random:2"]) == 2
     assert "random:RATE with 0 < RATE < 1" in capsys.readouterr().err
     assert main(["interpolate", str(run), "--pair", "3,999"]) == 2  # 200 test images
