@@ -185,6 +185,10 @@ class Config:
     :param rws_insomnia: the wake phase's share of the guide's update in ``elbo=rws`` (1: wake
         only, 0: sleep only; Bornschein & Bengio 2015).
     :param mmd_scale: λ of ``elbo=mmd`` (InfoVAE's MMD weight; Zhao et al. 2019 use 1000).
+    :param info_alpha: α of ``elbo=infovae`` in [0, 1] (Zhao et al. 2019, eq. 6): the
+        per-datapoint KL's weight is 1 - α.
+    :param info_lambda: λ of ``elbo=infovae``: MMD²(q(z), p(z))'s weight is α + λ - 1
+        (α = 0, λ = 1: the ELBO; α = 1: ``elbo=mmd``).
     :param kl: the weight on the KL term (β-VAE, warm-up).
     """
 
@@ -199,6 +203,8 @@ class Config:
     renyi_alpha: float = 0.5
     rws_insomnia: float = 1.0
     mmd_scale: float = 1000.0
+    info_alpha: float = 0.0
+    info_lambda: float = 1000.0
     seed: int = 0
     device: str = "auto"
 
@@ -353,6 +359,9 @@ def _check_values(cfg: Config) -> None:
         if not 0 <= value < 2**32:
             raise ConfigError(f"bad value for config key {key!r}: a seed is in [0, 2**32), got "
                               f"{value}")
+    if cfg.info_alpha > 1:
+        raise ConfigError(f"bad value for config key 'info_alpha': InfoVAE's α is in [0, 1], got "
+                          f"{cfg.info_alpha}")
     if cfg.optim.weight_decay < 0:
         raise ConfigError(f"bad value for config key 'optim.weight_decay': must be >= 0, got "
                           f"{cfg.optim.weight_decay}")

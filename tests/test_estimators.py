@@ -181,3 +181,31 @@ def test_mmd_objective_is_reconstruction_plus_scaled_mmd():
     recon = traced.nodes["x"]["fn"].log_prob(x).sum() * 10.0
     expected = -recon + 50.0 * 160 * mmd2_unbiased(guide.nodes["z"]["value"], z_prior, 2.0)
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-3)
+
+
+def test_infovae_is_the_elbo_at_alpha_0_lambda_1_and_mmd_vae_at_alpha_1():
+    """Zhao et al. (2019), eq. 6: (1 - α) KL per datapoint and (α + λ - 1) N MMD²."""
+    from aevb.inference.objectives.mmd import InfoVAEObjective, MMDObjective
+    from aevb.models.vae import VAE
+
+    torch.manual_seed(0)
+    model = VAE((1, 4, 4), z_dim=2, hidden_sizes=(8,))
+    x = torch.bernoulli(torch.rand(16, 1, 4, 4))
+    batch = Batch(x, index=torch.arange(16), num_data=160)
+
+    def loss(objective):
+        torch.manual_seed(3)
+        return objective.differentiable_loss(model.model, model.guide, batch)
+
+    torch.testing.assert_close(loss(InfoVAEObjective(alpha=0.0, lam=1.0)),
+                               loss(Trace_ELBO()), rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(loss(InfoVAEObjective(alpha=1.0, lam=50.0, bandwidth=2.0)),
+                               loss(MMDObjective(50.0, bandwidth=2.0)))
+    # in between: the ELBO's KL at weight 1 - α plus the MMD at α + λ - 1
+    elbo, recon = loss(Trace_ELBO()), loss(InfoVAEObjective(alpha=1.0, lam=0.0))
+    mmd = (loss(MMDObjective(1.0, bandwidth=2.0)) - recon) / 160
+    mixed = loss(InfoVAEObjective(alpha=0.25, lam=3.0, bandwidth=2.0))
+    torch.testing.assert_close(mixed, recon + 0.75 * (elbo - recon) + 2.25 * 160 * mmd,
+                               rtol=1e-5, atol=1e-3)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        InfoVAEObjective(alpha=1.5)

@@ -5,7 +5,7 @@ table. One estimator per module: :mod:`.importance` (IWAE, Rényi), :mod:`.syncf
 
 from .annealing import WEIGHTABLE, KLSchedule, KLWeight
 from .importance import ImportanceWeightedELBO, RenyiBound
-from .mmd import MMDObjective
+from .mmd import InfoVAEObjective, MMDObjective
 from .registry import (
     OBJECTIVE_OPTIONS,
     OBJECTIVES,
@@ -23,7 +23,8 @@ from .wakesleep import ReweightedWakeSleep
 
 __all__ = [
     "OBJECTIVES", "OBJECTIVE_OPTIONS", "WEIGHTABLE", "ImportanceWeightedELBO",
-    "IncompatibleObjective", "KLSchedule", "KLWeight", "MMDObjective", "ModelTraits", "Objective",
+    "IncompatibleObjective", "InfoVAEObjective", "KLSchedule", "KLWeight", "MMDObjective",
+    "ModelTraits", "Objective",
     "RenyiBound", "ReweightedWakeSleep", "ScoreFunction", "ScoreFunctionELBO",
     "SyncFreeTraceMeanField_ELBO", "SyncFreeTrace_ELBO", "build_objective", "model_traits",
     "objective_for_model",

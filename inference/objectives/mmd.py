@@ -1,9 +1,12 @@
-r"""The MMD-VAE objective (InfoVAE with α = 1; Zhao, Song & Ermon 2019, eq. 6 and 10).
+r"""The InfoVAE objective (Zhao, Song & Ermon 2019, eq. 6) with the MMD divergence (eq. 10):
 
-.. math:: \mathcal L = \sum_i \mathbb E_{q(z|x_i)}[\log p(x_i|z)]
-          \;-\; \lambda N\, \mathrm{MMD}^2\big(q(z), p(z)\big),
+.. math:: \mathcal L = \sum_i \Big(\mathbb E_{q(z|x_i)}[\log p(x_i|z)]
+          - (1-\alpha)\,\mathrm{KL}\big(q(z|x_i)\,\|\,p(z)\big)\Big)
+          \;-\; (\alpha+\lambda-1)\, N\, \mathrm{MMD}^2\big(q(z), p(z)\big).
 
-the reconstruction term estimated on the minibatch with the plate's N/M scale, and the squared
+α = 0, λ = 1 is the ELBO; α = 1 the MMD-VAE (``elbo=mmd``, weight λ on MMD²). The per-datapoint
+terms are estimated on the minibatch with the plate's N/M scale, the KL from the guide's own
+sample (as ``Trace_ELBO`` does), and the squared
 maximum mean discrepancy between the *aggregate* posterior q(z) = E_x q(z|x) and the prior
 estimated from the batch's posterior samples and as many prior samples (the unbiased
 U-statistic of Gretton et al. 2012, eq. 3) with a Gaussian kernel
@@ -39,23 +42,30 @@ def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, bandwidth: float) -> torch.T
             + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1)) - 2.0 * kxy.mean())
 
 
-class MMDObjective(ELBO):
-    """The MMD-VAE loss; ``mmd_scale`` is λ. Every latent site must be reparameterized and lie
-    in the datapoint plate."""
+class InfoVAEObjective(ELBO):
+    """The InfoVAE loss with weights ``alpha`` (α) and ``lam`` (λ). Every latent site must be
+    reparameterized and lie in the datapoint plate."""
 
-    def __init__(self, mmd_scale: float = 1000.0, bandwidth: float | None = None,
+    def __init__(self, alpha: float = 0.0, lam: float = 1000.0, bandwidth: float | None = None,
                  plate_name: str = DATA_PLATE):
         super().__init__(num_particles=1)
-        if mmd_scale < 0:
-            raise ValueError(f"mmd_scale must be >= 0, got {mmd_scale}")
-        self.mmd_scale, self.bandwidth, self.plate_name = float(mmd_scale), bandwidth, plate_name
+        if lam < 0:
+            raise ValueError(f"λ (info_lambda / mmd_scale) must be >= 0, got {lam}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"α (info_alpha) must be in [0, 1], got {alpha}")
+        self.alpha, self.lam = float(alpha), float(lam)
+        self.bandwidth, self.plate_name = bandwidth, plate_name
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
             *args, **kwargs)
         model_trace.compute_log_prob()
+        kl_weight = 1.0 - self.alpha
+        if kl_weight:
+            guide_trace.compute_log_prob()
         reconstruction: torch.Tensor | float = 0.0
+        kl: torch.Tensor | float = 0.0
         posterior, prior = [], []
         num_data = None
         for name, site in model_trace.nodes.items():
@@ -68,6 +78,8 @@ class MMDObjective(ELBO):
             if not frames or not guide_trace.nodes[name]["fn"].has_rsample:
                 raise ValueError(f"mmd needs every latent site reparameterized and inside the "
                                  f"{self.plate_name!r} plate; {name!r} is not; use elbo")
+            if kl_weight:  # log q(z|x) - log p(z) at the guide's sample, N/M-scaled
+                kl = kl + guide_trace.nodes[name]["log_prob_sum"] - site["log_prob_sum"]
             value = site["value"]
             num_data = value.shape[0] * float(site["scale"])  # M times the plate's N/M
             posterior.append(value.reshape(value.shape[0], -1))
@@ -79,11 +91,14 @@ class MMDObjective(ELBO):
         if len(z_q) < 2:
             raise ValueError("mmd needs minibatches of at least 2 datapoints")
         bandwidth = self.bandwidth or float(z_q.shape[-1])
-        penalty = self.mmd_scale * num_data * mmd2_unbiased(z_q, z_p, bandwidth)
-        return -reconstruction + penalty
+        divergence_weight = self.alpha + self.lam - 1.0
+        loss = -reconstruction + kl_weight * kl
+        if divergence_weight:
+            loss = loss + divergence_weight * num_data * mmd2_unbiased(z_q, z_p, bandwidth)
+        return loss
 
     def _get_trace(self, model, guide, args, kwargs):  # ELBO's abstract hook; not used
-        raise NotImplementedError("MMDObjective computes its loss in differentiable_loss")
+        raise NotImplementedError("InfoVAEObjective computes its loss in differentiable_loss")
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         with torch.no_grad():
@@ -93,3 +108,12 @@ class MMDObjective(ELBO):
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         loss.backward()
         return float(loss.detach())
+
+
+class MMDObjective(InfoVAEObjective):
+    """The MMD-VAE: InfoVAE with α = 1, ``mmd_scale`` = λ."""
+
+    def __init__(self, mmd_scale: float = 1000.0, bandwidth: float | None = None,
+                 plate_name: str = DATA_PLATE):
+        super().__init__(1.0, mmd_scale, bandwidth, plate_name)
+        self.mmd_scale = self.lam

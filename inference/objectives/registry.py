@@ -17,6 +17,9 @@
                trained on dreams only (insomnia 0); k = 1 is the classic.
 ``mmd``        :class:`~aevb.inference.objectives.mmd.MMDObjective`: MMD-VAE / InfoVAE (Zhao et al. 2019),
                reconstruction minus λ·N·MMD² of aggregate posterior and prior, λ = ``mmd_scale``.
+``infovae``    :class:`~aevb.inference.objectives.mmd.InfoVAEObjective`: InfoVAE's α, λ family
+               (Zhao et al. 2019, eq. 6): (1 - α)·KL per datapoint, (α + λ - 1)·N·MMD²;
+               α = 0, λ = 1 is the ELBO, α = 1 is ``mmd`` (``info_alpha``, ``info_lambda``).
 ``score``      :class:`~pyro.infer.TraceGraph_ELBO` on a guide whose latents are made
                non-reparameterizable: the score-function (REINFORCE) gradient (Williams 1992;
                the estimator the paper compares against, section 2.4 and Figure 2).
@@ -52,7 +55,7 @@ from torch.distributions import kl_divergence
 
 from aevb.inference.objectives.annealing import WEIGHTABLE, KLWeight
 from aevb.inference.objectives.importance import ImportanceWeightedELBO, RenyiBound
-from aevb.inference.objectives.mmd import MMDObjective
+from aevb.inference.objectives.mmd import InfoVAEObjective, MMDObjective
 from aevb.inference.objectives.syncfree import SyncFreeTrace_ELBO, SyncFreeTraceMeanField_ELBO
 from aevb.inference.objectives.wakesleep import ReweightedWakeSleep
 from aevb.models.base import Batch, labels_of
@@ -313,7 +316,8 @@ class Objective:
 OBJECTIVES: Registry[Callable[..., Objective]] = Registry("objective")
 
 #: objective-specific config keys and the objective each belongs to
-OBJECTIVE_OPTIONS = {"renyi_alpha": "renyi", "mmd_scale": "mmd", "rws_insomnia": "rws"}
+OBJECTIVE_OPTIONS = {"renyi_alpha": "renyi", "mmd_scale": "mmd", "rws_insomnia": "rws",
+                     "info_alpha": "infovae", "info_lambda": "infovae"}
 
 
 @OBJECTIVES.register("elbo")
@@ -366,6 +370,16 @@ def _mmd(num_particles: int, mmd_scale: float = 1000.0) -> Objective:
     if num_particles != 1:
         raise ValueError("elbo=mmd draws one sample per datapoint; leave num_particles=1")
     return Objective("mmd", MMDObjective(mmd_scale), needs_reparam=True)
+
+
+@OBJECTIVES.register("infovae")
+def _infovae(num_particles: int, info_alpha: float = 0.0, info_lambda: float = 1000.0
+             ) -> Objective:
+    """InfoVAE (Zhao et al. 2019, eq. 6) with the MMD divergence: reconstruction minus
+    (1 - α)·KL(q(z|x) || p(z)) minus (α + λ - 1)·N·MMD²(q(z), p(z))."""
+    if num_particles != 1:
+        raise ValueError("elbo=infovae draws one sample per datapoint; leave num_particles=1")
+    return Objective("infovae", InfoVAEObjective(info_alpha, info_lambda), needs_reparam=True)
 
 
 @OBJECTIVES.register("score")
