@@ -15,7 +15,7 @@ B is stopped. "A alone" is the same run of A with nothing beside it. Both are re
 thread budget (:mod:`aevb.inference.threads`, on by default) and without it
 (``AEVB_THREAD_BUDGET=0``: every process takes all the cores, torch's default).
 
-    python benchmarks/contention.py                      # all pairs, budget on and off (~6 min)
+    python benchmarks/contention.py                      # all pairs, budget on and off (~15 min)
     python benchmarks/contention.py --pairs eval:m2 --budgets on
 """
 
