@@ -7,9 +7,11 @@ loses far more than half its speed (a k=5000 evaluation ran 9x slower beside an 
 a training epoch 3-6x slower beside an evaluation; issue 21).
 
 A :class:`ThreadBudget` registers its process in a folder shared by the user's aevb processes
-(a file named by the pid) and, in a background thread, counts the live ones every
-``interval`` seconds. Its share is ``threads // processes`` (at least 1), where ``threads`` is
-what the process had when the budget started (torch's default, or what the user set with
+(a file named by the pid, touched at most once a second while the process computes) and, in
+a background thread, counts every ``interval`` seconds the live ones that computed in the last
+``idle`` seconds: a notebook kernel that trained once and now waits takes no share. Its share
+is ``threads // processes`` (at least 1), where ``threads`` is what the process had when the
+budget started (torch's default, or what the user set with
 ``torch.set_num_threads``): a budget never gives more. The compute thread
 adopts a new share at its next :func:`apply` (once per training step or evaluation batch):
 ``torch.set_num_threads`` acts on the calling thread's OpenMP team, so only the thread that
@@ -27,6 +29,7 @@ import contextlib
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -71,13 +74,15 @@ class ThreadBudget:
     :param int cores: the threads to share (default: the process's threads now).
     :param Path folder: where processes register (default :func:`default_folder`).
     :param float interval: seconds between counts of the live processes.
+    :param float idle: a process that has not computed for this long is not counted.
     """
 
     def __init__(self, cores: int | None = None, folder: Path | None = None,
-                 interval: float = 1.0):
+                 interval: float = 1.0, idle: float = 10.0):
         self.cores = cores or torch.get_num_threads()
         self.folder = folder or default_folder()
-        self.interval = interval
+        self.interval, self.idle = interval, idle
+        self._beat = 0.0
         self.share = torch.get_num_threads()
         self._applied = self.share
         self._file: Path | None = None
@@ -106,8 +111,11 @@ class ThreadBudget:
                 started = entry.read_text().strip()
             except OSError:
                 continue
-            if pid == os.getpid() or _alive(pid, started):
+            if pid == os.getpid():
                 count += 1
+            elif _alive(pid, started):
+                with contextlib.suppress(FileNotFoundError):
+                    count += time.time() - entry.stat().st_mtime < self.idle
             else:
                 with contextlib.suppress(FileNotFoundError):
                     entry.unlink()
@@ -135,7 +143,13 @@ class ThreadBudget:
                 self.count()
 
     def apply(self) -> int:
-        """Adopt the current share in the calling (compute) thread; returns the threads."""
+        """Adopt the current share in the calling (compute) thread, and say (at most once a
+        second) that this process computes; returns the threads."""
+        now = time.monotonic()
+        if now - self._beat > 1.0 and self._file is not None:
+            self._beat = now
+            with contextlib.suppress(OSError):
+                os.utime(self._file)
         share = self.share
         if share != self._applied:
             torch.set_num_threads(share)

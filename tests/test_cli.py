@@ -81,7 +81,7 @@ def test_experiment_semisupervised(fashion_dir, tmp_path, capsys):
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert main(["train", "--run-dir", str(tmp_path / "r"), "elbo=nope"]) == 2
     err = capsys.readouterr().err
-    assert "aevb: error:" in err and "elbo, iwae, meanfield, mmd, renyi, rws, score, wake-sleep" in err
+    assert "aevb: error:" in err and "elbo, infovae, iwae, meanfield, mmd, renyi, rws, score" in err
     assert main(["evaluate", str(tmp_path / "missing")]) == 2
     assert "not a run folder" in capsys.readouterr().err
 

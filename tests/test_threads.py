@@ -87,3 +87,20 @@ def test_a_budget_never_gives_more_threads_than_the_process_had(tmp_path):
         assert ThreadBudget(folder=tmp_path).count() == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_process_that_stopped_computing_takes_no_share(tmp_path, other_process):
+    import os
+
+    folder = tmp_path / "processes"
+    register(folder, other_process.pid, _started(other_process.pid))
+    threads = torch.get_num_threads()
+    budget = ThreadBudget(cores=4, folder=folder, interval=3600, idle=10.0).start()
+    try:
+        assert budget.count() == 2  # it computed just now (its file was written)
+        old = time.time() - 60
+        os.utime(folder / str(other_process.pid), (old, old))  # a minute without a step
+        assert budget.count() == 4
+    finally:
+        budget.stop()
+        torch.set_num_threads(threads)

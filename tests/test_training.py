@@ -127,8 +127,8 @@ def test_data_outside_unit_interval_for_bernoulli_is_refused(tmp_path, monkeypat
 def test_unknown_config_key_and_objective_are_named():
     with pytest.raises(ConfigError, match="unknown config key 'train.epoch'.*epochs"):
         load_config("configs/vae_fashion.yaml", ["train.epoch=3"])
-    with pytest.raises(ConfigError, match="'elbo'.*'vi'.*elbo, iwae, meanfield, mmd, renyi, rws, score, "
-                                          "wake-sleep"):
+    with pytest.raises(ConfigError, match="'elbo'.*'vi'.*elbo, infovae, iwae, meanfield, mmd, "
+                                          "renyi, rws, score, wake-sleep"):
         load_config("configs/vae_fashion.yaml", ["elbo=vi"])
     with pytest.raises(ConfigError, match="'train.batch_size'.*must be > 0"):
         load_config(None, ["train.batch_size=0"])
