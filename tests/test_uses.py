@@ -131,6 +131,24 @@ def test_metropolis_within_gibbs_samples_the_exact_conditional_and_pseudo_gibbs_
     assert ((mwg.mean[:, ~observed].mean(0) - mean).abs() < 4 * se).all()
 
 
+
+@torch.no_grad()
+def test_the_heldout_log_likelihood_is_the_exact_conditional_density():
+    from aevb.uses.imputation import heldout_log_likelihood
+
+    torch.manual_seed(0)
+    model = LinearGaussianVAE(x_dim=4, z_dim=2, sigma=0.5)
+    model.set_near_optimal_guide(inflate=1.5)
+    x = model.sample_data(3)
+    observed = torch.tensor([True, False, True, False])
+    estimate = heldout_log_likelihood(model, x, observed.expand(3, 4), num_samples=40000,
+                                      chunk=4000)
+    for i in range(3):
+        mean, cov = exact_conditional(model, x[i], observed)
+        exact = torch.distributions.MultivariateNormal(mean, cov).log_prob(x[i][~observed])
+        assert float(estimate[i]) == pytest.approx(float(exact), abs=0.03)
+
+
 def test_images_keep_their_observed_pixels_and_bad_input_is_named():
     torch.manual_seed(0)
     model = VAE((1, 6, 6), z_dim=3, hidden_sizes=(16,))
