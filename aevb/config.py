@@ -310,7 +310,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
     config.model.name = absolute_reference(config.model.name)
     try:
-        validate(config, data_source)
+        _check_names(config, data_source)
     except ConfigError as exc:
         if spec is not None and str(exc).startswith("spec: "):
             raise ConfigError(f"spec {spec}: {str(exc)[len('spec: '):]}") from None
@@ -372,6 +372,11 @@ def validate(cfg: Config, data_source=None) -> None:
     ``data_source`` is the :class:`~aevb.data.DataSource` of data handed over as an object
     (:func:`aevb.fit`); without one, ``data.name`` must be a registered dataset."""
     _check_values(cfg)
+    _check_names(cfg, data_source)
+
+
+def _check_names(cfg: Config, data_source=None) -> None:
+    """The checks of :func:`validate` against the registries (they import torch)."""
     import torch
 
     from aevb.data import DATASETS

@@ -28,6 +28,7 @@ from pathlib import Path
 from unittest import mock
 
 import torch
+from _rounds import alternate
 
 from aevb.experiments.semisupervised import Experiment, ExperimentConfig
 from aevb.inference.semisupervised import METHODS, Settings, paired_batches
@@ -89,14 +90,8 @@ def main(argv=None) -> None:
             return (time.perf_counter() - t) / a.steps * 1e3
 
     loops = list(LOOPS)
-    for loop in loops:  # warm-up
-        trial(loop)
-    times: dict[str, list[float]] = {loop: [] for loop in loops}
-    ratios = []
-    for r in range(a.rounds):
-        for loop in loops[r % 2:] + loops[:r % 2]:
-            times[loop].append(trial(loop))
-        ratios.append(times["reference"][-1] / times["concat-linear"][-1])
+    times, ratios = alternate({loop: (lambda loop=loop: trial(loop)) for loop in loops},
+                              a.rounds, ("reference", "concat-linear"))
     print(f"M2 training step, batch {a.batch_size} unlabelled + {a.batch_size} labelled, "
           f"{torch.get_num_threads()} threads on {a.device}, median of {a.rounds} rounds x "
           f"{a.steps} steps")

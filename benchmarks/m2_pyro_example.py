@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _rounds import alternate
 
 from aevb.experiments.semisupervised import Experiment, ExperimentConfig
 from aevb.inference.semisupervised import METHODS, Settings, paired_batches
@@ -136,14 +137,7 @@ def main(argv=None) -> None:
     loops = {"aevb M2 (batch 128 + 128)": aevb_epoch_seconds,
              "Pyro ss_vae_M2.py (batch 200)": pyro_epoch_seconds}
     names = list(loops)
-    for name in names:
-        loops[name]()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in names}
-    ratios = []
-    for r in range(a.rounds):
-        for name in names[r % 2:] + names[:r % 2]:
-            times[name].append(loops[name]())
-        ratios.append(times[names[0]][-1] / times[names[1]][-1])
+    times, ratios = alternate(loops, a.rounds, (names[0], names[1]))
     print(f"{a.dataset}, {a.labels} labels ({n_l} labelled + {n_u} unlabelled training "
           f"images), {torch.get_num_threads()} threads, median of {a.rounds} rounds x "
           f"{a.steps} steps, extrapolated to one epoch")

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _rounds import alternate
 from torch import nn
 
 from aevb.experiments.semisupervised import Experiment, ExperimentConfig
@@ -158,14 +159,8 @@ def main(argv=None) -> None:
         return (time.perf_counter() - t) / a.steps * 1e3
 
     names = list(loops)
-    for name in names:  # warm-up
-        timed(loops[name])
-    times: dict[str, list[float]] = {name: [] for name in names}
-    ratios = []
-    for r in range(a.rounds):
-        for name in names[r % 2:] + names[:r % 2]:
-            times[name].append(timed(loops[name]))
-        ratios.append(times[names[0]][-1] / times[names[1]][-1])
+    times, ratios = alternate({name: (lambda loop=loop: timed(loop)) for name, loop in loops.items()},
+                              a.rounds, (names[0], names[1]))
     print(f"M2 training step on {a.dataset}, batch {a.batch_size} unlabelled + {a.batch_size} "
           f"labelled, {torch.get_num_threads()} threads on {a.device}, median of {a.rounds} "
           f"rounds x {a.steps} steps")
