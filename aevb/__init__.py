@@ -2,8 +2,9 @@
 
 The one import name. What is learned lives in :mod:`aevb.models`, how it is learned in
 :mod:`aevb.inference`; this package is the face: :func:`fit`, :func:`load`, :func:`evaluate`,
-configuration (:mod:`aevb.config`), data sources (:mod:`aevb.data`), experiments
-(:mod:`aevb.experiments`), pictures and the ``aevb`` command line (:mod:`aevb.cli`).
+configuration (:mod:`aevb.config`), data sources (:mod:`aevb.data`), sweeps (:func:`sweep`,
+:mod:`aevb.sweeps`), experiments (:mod:`aevb.experiments`), pictures and the ``aevb`` command
+line (:mod:`aevb.cli`).
 
 ::
 
@@ -37,6 +38,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
     "api": ["Run", "evaluate", "fit", "load"],
     "config": ["Config", "load_config"],
     "data": ["DATASETS"],
+    "sweeps": ["sweep"],
 })
 __all__ += ["load_spec", "__version__"]
 

@@ -1,4 +1,5 @@
-"""The ``aevb`` command line: ``train``, ``evaluate``, ``sample``, ``experiment`` and ``diagnose``.
+"""The ``aevb`` command line: ``train``, ``evaluate``, ``sample``, ``sweep``, ``experiment``,
+``diagnose`` and the uses of a trained model (``interpolate``, ``analogies``, ``impute``).
 
 Examples::
 
@@ -10,6 +11,8 @@ Examples::
     aevb evaluate runs/vae_fashion-20261122-101500 --num-samples 5000
     aevb sample runs/vae_fashion-20261122-101500 -n 64
     aevb experiment semisupervised --labels 100,1000 --seeds 3 --epochs 10 --out results/ss
+    aevb sweep --config vae_fashion elbo=elbo,iwae num_particles=5 seed=0:3 --out results/est
+    aevb sweep ... --executor ray --address auto --mlflow sqlite:///results/mlflow.db
     aevb diagnose gradients runs/vae_fashion-20261122-101500 --estimators reparam,score,iwae5
 """
 
@@ -273,10 +276,65 @@ def _experiment(args) -> int:
         train_size=args.train_size, test_size=args.test_size, data_dir=args.data_dir,
         device=args.device or "auto")
     out = Path(args.out or f"results/semisupervised-{args.dataset}")
-    rows = Experiment(cfg, out, progress=not args.no_progress).run_all(args.workers)
+    executor = _executor(args, cuda=(args.device or "auto") != "cpu")
+    rows = Experiment(cfg, out, progress=not args.no_progress).run_all(executor)
     print((out / "results.md").read_text(), end="")
     print(out)
     return 0 if rows else 1
+
+
+def _executor(args, cuda: bool = False):
+    """The executor of ``--executor`` (``processes`` where only ``--workers K`` > 1 is given)."""
+    from aevb.sweeps import build_executor
+
+    name = args.executor or ("processes" if args.workers > 1 else "local")
+    return build_executor(name, workers=args.workers, cuda=cuda, address=args.address,
+                          cpus=args.cpus_per_run, gpus=args.gpus_per_run,
+                          max_retries=args.max_retries)
+
+
+def _sweep(args) -> int:
+    from aevb.sweeps import Sweep, parse
+
+    if not args.overrides:
+        raise AevbError("aevb sweep needs its grid: KEY=V1,V2 ... (e.g. elbo=elbo,iwae "
+                        "seed=0:3)")
+    fixed, axes = parse(args.overrides)
+    if args.data_dir:
+        fixed.append(f"data.data_dir={args.data_dir}")
+    if args.device:
+        fixed.append(f"device={args.device}")
+    if args.no_progress:
+        fixed.append("train.progress=false")
+    reference = dict(t.partition("=")[::2] for t in args.reference.split(",")) \
+        if args.reference else None
+    engine = Sweep(Path(args.out), axes, fixed, args.config, args.metric, reference=reference,
+                   evaluate=not args.no_evaluation, mlflow=args.mlflow,
+                   experiment=args.mlflow_experiment)
+    rows = engine.run(_executor(args, cuda=(args.device or "auto") != "cpu"),
+                      progress=not args.no_progress)
+    print((engine.out / "results.md").read_text(), end="")
+    print(engine.out)
+    return 0 if rows else 1
+
+
+def _executor_options(p: argparse.ArgumentParser) -> None:
+    from aevb.sweeps.executors import EXECUTORS
+
+    p.add_argument("--executor", choices=EXECUTORS.names(),
+                   help="where the runs execute: local (this process, one after another), "
+                   "processes (--workers K local processes) or ray (a Ray cluster; default: "
+                   "local, processes with --workers > 1)")
+    p.add_argument("--workers", type=positive, default=1, help="worker processes of "
+                   "--executor processes (one GPU each where there are GPUs)")
+    p.add_argument("--address", help="--executor ray: the cluster, auto (started here with "
+                   "`ray start --head`) or HOST:PORT of its head (default auto)")
+    p.add_argument("--cpus-per-run", type=_positive_float, help="--executor ray: CPUs a run "
+                   "asks for (default 1)")
+    p.add_argument("--gpus-per-run", type=float, help="--executor ray: GPUs a run asks for "
+                   "(default 0)")
+    p.add_argument("--max-retries", type=int, help="--executor ray: reruns of a run whose "
+                   "worker died; each resumes from its checkpoint (default 3)")
 
 
 def _analogies(args) -> int:
@@ -520,9 +578,30 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--device")
     ss.add_argument("--out", help="results folder (default results/semisupervised-DATASET)")
     ss.add_argument("--no-progress", action="store_true")
-    ss.add_argument("--workers", type=positive, default=1, help="run independent runs in K worker "
-                    "processes (one GPU each where there are GPUs)")
+    _executor_options(ss)
     ss.set_defaults(func=_experiment)
+
+    w = sub.add_parser("sweep", help="a grid of runs over config keys (local, processes, Ray) "
+                       "-> one table over seeds")
+    w.add_argument("overrides", nargs="*", metavar="KEY=VALUES",
+                   help="KEY=V1,V2 (an axis), KEY=A:B (integers A..B-1), KEY=V (every run), "
+                   "e.g. elbo=elbo,iwae num_particles=5 seed=0:3")
+    w.add_argument("--config", help="the config every run starts from (a path or a shipped "
+                   "name, e.g. vae_fashion)")
+    w.add_argument("--out", required=True, help="the sweep folder (runs/CELL, results.md)")
+    w.add_argument("--metric", default="log_likelihood", help="the table's figure (default "
+                   "log_likelihood; also elbo, active_units, valid_elbo, ...)")
+    w.add_argument("--reference", help="the row of the paired differences, e.g. elbo=elbo")
+    w.add_argument("--no-evaluation", action="store_true", help="no final k-sample evaluation "
+                   "(then --metric valid_elbo, train_objective, ...)")
+    w.add_argument("--mlflow", metavar="URI", help="log every run to MLflow at URI (e.g. "
+                   "sqlite:///results/mlflow.db)")
+    w.add_argument("--mlflow-experiment", help="the MLflow experiment (default: --out's name)")
+    w.add_argument("--data-dir")
+    w.add_argument("--device")
+    w.add_argument("--no-progress", action="store_true")
+    _executor_options(w)
+    w.set_defaults(func=_sweep)
     return parser
 
 

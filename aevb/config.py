@@ -175,6 +175,22 @@ class KLConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Where a run reports besides its folder (:mod:`aevb.tracking`).
+
+    :param mlflow: an MLflow tracking URI (``sqlite:///runs/mlflow.db``, ``file:./mlruns``,
+        ``http://host:5000``): the run logs its config, per-epoch metrics, final figures and
+        pictures there; unset: no MLflow.
+    :param experiment: the MLflow experiment the run goes under (a sweep's runs share one).
+    :param tags: tags of the MLflow run (a sweep sets the cell's grid coordinates).
+    """
+
+    mlflow: str | None = None
+    experiment: str = "aevb"
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class Config:
     """A run's configuration.
 
@@ -190,6 +206,7 @@ class Config:
     :param info_lambda: λ of ``elbo=infovae``: MMD²(q(z), p(z))'s weight is α + λ - 1
         (α = 0, λ = 1: the ELBO; α = 1: ``elbo=mmd``).
     :param kl: the weight on the KL term (β-VAE, warm-up).
+    :param tracking: MLflow tracking (:class:`TrackingConfig`).
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -198,6 +215,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     kl: KLConfig = field(default_factory=KLConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     elbo: str = "elbo"
     num_particles: int = 1
     renyi_alpha: float = 0.5
@@ -223,7 +241,8 @@ def _friendly(exc: OmegaConfBaseException, source: str) -> ConfigError:
 
 #: the sections of a config (keys whose value is a mapping of further keys)
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig,
-            "train": TrainConfig, "eval": EvalConfig, "kl": KLConfig}
+            "train": TrainConfig, "eval": EvalConfig, "kl": KLConfig,
+            "tracking": TrackingConfig}
 
 
 def _check_shape(conf, source: str) -> None:
@@ -365,6 +384,12 @@ def _check_values(cfg: Config) -> None:
     if cfg.optim.weight_decay < 0:
         raise ConfigError(f"bad value for config key 'optim.weight_decay': must be >= 0, got "
                           f"{cfg.optim.weight_decay}")
+    uri = cfg.tracking.mlflow
+    if uri is not None and (not uri.strip() or ("://" not in uri and not uri.startswith("file:")
+                                                  and ":" in uri)):
+        raise ConfigError(f"bad value for config key 'tracking.mlflow': {uri!r}; give an MLflow "
+                          f"tracking URI, e.g. sqlite:///runs/mlflow.db, file:./mlruns or "
+                          f"http://host:5000")
 
 
 def validate(cfg: Config, data_source=None) -> None:

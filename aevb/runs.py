@@ -57,6 +57,7 @@ from .data import DATASETS, DataSource, load_data, resolve_defaults, scored
 from .lock import claim, contents
 from .resume import ResumePlan
 from .resume import plan as resume_plan
+from .tracking import MLflowTracker, tracked
 
 log = logging.getLogger("aevb")
 
@@ -252,6 +253,17 @@ def _execute(cfg: Config, run_dir: Path, resume: bool, checkpoint: Path | None,
             raise RunDirError(f"cannot write in run folder {run_dir}: {exc.strerror}") from None
         if finished:
             log.info("%s has trained all %d epochs; nothing to train", run_dir, start_epoch)
+    with tracked(cfg, run_dir, active=ctx.is_main) as tracker:
+        _train_and_evaluate(cfg, run_dir, final_evaluation, ctx, model, data, objective, engine,
+                            schedule, start_epoch, reference, finished, device, tracker)
+    return Trained(cfg, model, data, device, run_dir)
+
+
+def _train_and_evaluate(cfg: Config, run_dir: Path, final_evaluation: bool, ctx: DistContext,
+                        model, data: DataBundle, objective: Objective, engine, schedule,
+                        start_epoch: int, reference: float | None, finished: bool,
+                        device: torch.device, tracker: MLflowTracker | None) -> None:
+    """The epochs and the final evaluation of :func:`execute`, reported to ``tracker`` too."""
     options_ = LoopOptions(cfg.train.epochs, cfg.train.batch_size, cfg.train.progress,
                            cfg.train.keep_checkpoints, cfg.train.tensorboard, cfg.seed,
                            lr_at=None if cfg.optim.schedule == "constant"
@@ -262,7 +274,8 @@ def _execute(cfg: Config, run_dir: Path, resume: bool, checkpoint: Path | None,
     rows = run_epochs(model, objective, engine, data.train, data.valid,
                       run_dir if ctx.is_main else None, options_, start_epoch=start_epoch,
                       schedule=schedule, record=to_dict(cfg), row_info=row_info, ctx=ctx,
-                      reference=reference, tracked=tracked_splits(data, cfg))
+                      reference=reference, tracked=tracked_splits(data, cfg),
+                      sinks=(tracker,) if tracker is not None else ())
     distributed.shutdown(ctx)
     if ctx.active and device.type == "cpu":  # the other ranks are gone: rank 0 takes the cores
         torch.set_num_threads(len(os.sched_getaffinity(0)))
@@ -274,10 +287,11 @@ def _execute(cfg: Config, run_dir: Path, resume: bool, checkpoint: Path | None,
         log.info("pictures: %s in %s; now log p(x) with k=%d importance samples on %d %s images",
                  ", ".join(written) or "none for this model", run_dir, cfg.eval.num_samples,
                  len(split), split_name)
-        write_evaluation(model, split, cfg, run_dir, cfg.eval.num_samples, device,
-                         data_info={"split": split_name, "data": data.description,
-                                    "data_source": data.source})
-    return Trained(cfg, model, data, device, run_dir)
+        result = write_evaluation(model, split, cfg, run_dir, cfg.eval.num_samples, device,
+                                  data_info={"split": split_name, "data": data.description,
+                                             "data_source": data.source})
+        if tracker is not None:
+            tracker.log_evaluation(result)
 
 
 def tracked_splits(data: DataBundle, cfg: Config) -> dict[str, Split]:

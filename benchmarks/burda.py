@@ -29,7 +29,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoo import read_metrics, run_settings, train_or_resume, write_results  # the sibling script's row runner
+from zoo import run_settings, write_results  # the sibling script's shared settings and files
+
+from aevb.sweeps import TrainTask, metrics_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,28 +71,22 @@ def row_dir(row: Row, args) -> Path:
     return args.out / "runs" / f"{row.key}-stages{args.stages}"
 
 
-def row_config(row: Row, args):
-    from aevb.config import load_config
-
-    overrides = [
+def row_task(row: Row, args) -> TrainTask:
+    """The row's run: trained, or resumed where it stopped, and evaluated (aevb's sweep task)."""
+    overrides = (
         "data.name=mnist", "data.binarization=dynamic", "data.validation_size=0",
         "train.batch_size=20", "optim.name=adam", "optim.lr=1e-3", "optim.eps=1e-4",
         "optim.schedule=burda", f"train.epochs={passes(args.stages)}", "train.keep_checkpoints=1",
         *run_settings(args), *row.overrides,
-    ]
-    return load_config(None, overrides)
-
-
-def run_row(row: Row, args) -> None:
-    """Train and evaluate one row into its run folder, resuming where it stopped."""
-    train_or_resume(row.label, row_dir(row, args), lambda: row_config(row, args), "burda")
+    )
+    return TrainTask(row.key, str(row_dir(row, args)), None, overrides, {"row": row.key})
 
 
 def row_figures(row: Row, args) -> dict:
     run_dir = row_dir(row, args)
     out = {"row": row.key, "label": row.label, "paper_nll": row.paper_nll,
            "budget": passes(args.stages)}
-    rows = read_metrics(run_dir)
+    rows = metrics_rows(run_dir)
     if rows:
         out |= {"passes": len(rows), "hours": sum(r["seconds"] for r in rows) / 3600,
                 "train_objective": rows[-1]["train_objective"]}
@@ -157,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = [r for r in ROWS if r.key in chosen]
     if not args.table:
         for row in rows:
-            run_row(row, args)
+            print(f"[burda] {row.label}: {row_dir(row, args)}", flush=True)
+            row_task(row, args).run()
             print(write_table([row_figures(r, args) for r in rows], args), flush=True)
     print(write_table([row_figures(r, args) for r in rows], args), end="")
 

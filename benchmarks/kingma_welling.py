@@ -30,7 +30,9 @@ import json
 import math
 from pathlib import Path
 
-from zoo import read_metrics, run_settings, train_or_resume, write_results  # the sibling script's row runner
+from zoo import run_settings, write_results  # the sibling script's shared settings and files
+
+from aevb.sweeps import TrainTask, metrics_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 Z_DIMS = (3, 5, 10, 20, 200)
@@ -46,9 +48,8 @@ def epochs(args) -> int:
     return math.ceil(args.samples_evaluated / num_train(args))
 
 
-def base_config(args, method: str, z_dim: int, lr: float, n_epochs: int, track: bool):
-    from aevb.config import load_config
-
+def overrides_of(args, method: str, z_dim: int, lr: float, n_epochs: int, track: bool
+                 ) -> list[str]:
     overrides = [
         "data.name=mnist", "data.binarization=static", "data.validation_size=0",
         "model=vae", "model.hidden_sizes=[500]", "model.activation=tanh", f"model.z_dim={z_dim}",
@@ -59,7 +60,13 @@ def base_config(args, method: str, z_dim: int, lr: float, n_epochs: int, track: 
     ]
     if track:
         overrides += ["eval.track=[train,test]", f"eval.track_size={args.track_size}"]
-    return load_config(None, overrides)
+    return overrides
+
+
+def train_or_resume(label: str, run_dir: Path, overrides: list[str], evaluate: bool) -> None:
+    """One run of the figure (aevb's sweep task: trained, or resumed where it stopped)."""
+    print(f"[kw] {label}: {run_dir}", flush=True)
+    TrainTask(run_dir.name, str(run_dir), None, tuple(overrides), {}, evaluate).run()
 
 
 def select_step_size(args, method: str, z_dim: int) -> float:
@@ -75,12 +82,11 @@ def select_step_size(args, method: str, z_dim: int) -> float:
         run_dir = folder / f"select-lr{lr}"
         try:
             train_or_resume(f"{method} N_z={z_dim} lr={lr} (selection)", run_dir,
-                            lambda lr=lr: base_config(args, method, z_dim, lr,
-                                                      args.select_epochs, False),
-                            "kw", evaluate=False)
+                            overrides_of(args, method, z_dim, lr, args.select_epochs, False),
+                            evaluate=False)
         except DivergenceError as exc:  # a step size that diverges loses
             print(f"[kw] lr={lr} diverged: {exc}", flush=True)
-        done = read_metrics(run_dir)
+        done = metrics_rows(run_dir)
         last = done[-1]["train_objective"] if len(done) == args.select_epochs else -math.inf
         scores[lr] = last if math.isfinite(last) else -math.inf
     best = max(scores, key=scores.get)
@@ -97,7 +103,7 @@ def run_dir_of(args, method: str, z_dim: int) -> Path:
 def run_row(args, method: str, z_dim: int) -> None:
     lr = select_step_size(args, method, z_dim)
     train_or_resume(f"{method} N_z={z_dim} lr={lr}", run_dir_of(args, method, z_dim),
-                    lambda: base_config(args, method, z_dim, lr, epochs(args), True), "kw")
+                    overrides_of(args, method, z_dim, lr, epochs(args), True), evaluate=True)
 
 
 def results(args) -> list[dict]:
@@ -105,7 +111,7 @@ def results(args) -> list[dict]:
     for z_dim in args.z_dims:
         for method in METHODS:
             run_dir = run_dir_of(args, method, z_dim)
-            rows = read_metrics(run_dir)
+            rows = metrics_rows(run_dir)
             selection = run_dir.parent / "selection.json"
             lr = json.loads(selection.read_text())["lr"] if selection.is_file() else None
             entry = {"z_dim": z_dim, "method": method, "lr": lr, "epochs": len(rows),

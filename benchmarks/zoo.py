@@ -10,10 +10,13 @@ al.'s one-stochastic-layer architecture (784-200-200-z50, tanh); DLGM uses their
 is deterministic), the test reconstruction cross-entropy and the codebook's perplexity (see
 :mod:`models.vqvae`).
 
-Each row is an ordinary aevb run folder under ``--out``/runs; a row whose evaluation is written
-is never re-run, an interrupted one resumes from its last checkpoint, so the script can be
-stopped and restarted with the same arguments. The table (Markdown and CSV) is rewritten after
-every row, with the rows not finished yet marked so.
+The table is a grid definition on aevb's sweep engine (:mod:`aevb.sweeps`): one axis, ``row``,
+whose values stand for their overrides. Each row is an ordinary aevb run folder under
+``--out``/runs; a row whose evaluation is written is never re-run, an interrupted one resumes
+from its last checkpoint, so the script can be stopped and restarted with the same arguments
+(more ``--rows`` add rows; more ``--epochs`` train every row on; other changed settings are
+refused, naming them). The table (Markdown and CSV) is rewritten after every row, with the rows
+not finished yet marked so.
 
     python benchmarks/zoo.py                         # every row (hours on a 2-core CPU)
     python benchmarks/zoo.py --rows vae,iwae50       # some rows
@@ -24,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,30 +86,6 @@ def run_settings(args) -> list[str]:
     return overrides
 
 
-def train_or_resume(label: str, run_dir: Path, config, tag: str = "zoo",
-                    evaluate: bool = True) -> None:
-    """Train and evaluate (``evaluate``) one row into ``run_dir``, resuming where it stopped;
-    ``config()`` builds its config; a row whose evaluation is written is not run again."""
-    from aevb.inference.training import list_checkpoints
-    from aevb.runs import train
-
-    if (run_dir / "evaluation.json").is_file():
-        return
-    cfg = config()
-    # a folder stopped before its first checkpoint is started over by a resume
-    resume = run_dir.is_dir() and any(run_dir.iterdir())
-    state = "resuming" if resume and list_checkpoints(run_dir) else "training"
-    print(f"[{tag}] {label}: {state} in {run_dir}", flush=True)
-    train(cfg, run_dir, resume=resume, final_evaluation=evaluate)
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    """A run folder's per-epoch metrics rows (none before its first epoch)."""
-    from aevb.inference.training.metrics import MetricsLog
-
-    return MetricsLog(run_dir, tensorboard=False).rows()
-
-
 def write_results(out: Path, stem: str, fields: list[str], results: list[dict],
                   lines: list[str]) -> str:
     """``out/STEM.csv`` (``fields`` of every result) and ``out/STEM.md`` (``lines``); returns
@@ -122,37 +99,29 @@ def write_results(out: Path, stem: str, fields: list[str], results: list[dict],
     return text
 
 
-def row_config(row: Row, args):
-    from aevb.config import load_config
+def sweep(rows: list[Row], args):
+    """The zoo as a grid: the ``row`` axis, each value standing for its row's overrides, each
+    row's run folder ``runs/KEY``."""
+    from aevb.sweeps import Axis, Sweep
 
-    overrides = [
-        "data.name=fashion-mnist", "data.binarization=dynamic", "train.batch_size=128",
-        "optim.name=adam", "optim.lr=1e-3", f"train.epochs={args.epochs}",
-        *run_settings(args), *row.architecture, *row.overrides,
-    ]
-    return load_config(None, overrides)
-
-
-def run_row(row: Row, args) -> None:
-    """Train and evaluate one row into its run folder, resuming where it stopped."""
-    train_or_resume(row.label, args.out / "runs" / row.key, lambda: row_config(row, args))
+    fixed = ["data.name=fashion-mnist", "data.binarization=dynamic", "train.batch_size=128",
+             "optim.name=adam", "optim.lr=1e-3", f"train.epochs={args.epochs}",
+             *run_settings(args)]
+    axis = Axis("row", tuple(r.key for r in rows),
+                {r.key: (*r.architecture, *r.overrides) for r in rows})
+    return Sweep(args.out, [axis], fixed, naming=lambda cell: cell.coords["row"])
 
 
 def row_figures(row: Row, out: Path) -> dict:
-    run_dir = out / "runs" / row.key
+    from aevb.sweeps import run_figures
+
     figures: dict = {"row": row.key, "label": row.label}
-    evaluation = run_dir / "evaluation.json"
-    if not evaluation.is_file():
+    run_dir = out / "runs" / row.key
+    if not (run_dir / "evaluation.json").is_file():
         return figures
-    ev = json.loads(evaluation.read_text())
-    rows = read_metrics(run_dir)
-    figures |= {k: ev.get(k) for k in ("log_likelihood", "log_likelihood_stderr", "elbo",
-                                       "active_units", "num_images", "num_samples",
-                                       "reconstruction", "perplexity", "codes_used")}
+    figures |= run_figures(run_dir)
     if not row.likelihood:
         figures["log_likelihood"] = None
-    figures["epochs"] = len(rows)
-    figures["seconds_per_epoch"] = statistics.median(r["seconds"] for r in rows)
     return figures
 
 
@@ -207,17 +176,18 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown rows {', '.join(unknown)}; rows: {', '.join(ROW_KEYS)}")
     rows = [r for r in ROWS if r.key in chosen]
-    args.out.mkdir(parents=True, exist_ok=True)
-    settings = {k: getattr(args, k) for k in ("epochs", "samples", "train_size", "test_size")}
-    saved = args.out / "settings.json"
-    if saved.is_file() and json.loads(saved.read_text()) != settings:
-        parser.error(f"{args.out} holds rows run with {saved.read_text().strip()}; restart with "
-                     "the same --epochs/--samples/--train-size/--test-size or choose another --out")
-    saved.write_text(json.dumps(settings) + "\n")
-    for row in rows:
-        run_row(row, args)
-        # every row finished in this folder, also by other invocations
-        print(write_table([row_figures(r, args.out) for r in ROWS], args.out, args), flush=True)
+    from aevb.inference.errors import AevbError
+    from aevb.sweeps import Local, execute
+
+    try:
+        grid = sweep(rows, args)
+        tasks = grid.tasks()
+        grid.claim()
+    except AevbError as exc:
+        parser.error(str(exc))
+    # after each row: every row finished in this folder (also by other invocations)
+    execute(tasks, Local(), progress=False, on_result=lambda task, result: print(
+        write_table([row_figures(r, args.out) for r in ROWS], args.out, args), flush=True))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""A parent that starts one ``spawn`` worker (as ``run_parallel``'s pool does) and waits: the
+"""A parent that starts one ``spawn`` worker (as the processes executor's pool does) and waits: the
 test kills this parent with SIGKILL and checks that the worker ends by itself."""
 
 import multiprocessing as mp
@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def worker(pid_file: str) -> None:
-    from aevb.experiments.semisupervised import exit_with_parent
+    from aevb.sweeps.executors import exit_with_parent
 
     exit_with_parent(interval=0.05)
     import os

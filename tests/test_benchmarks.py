@@ -25,6 +25,7 @@ SMOKE_ARGS = {
     "kingma_welling.py": ["--z-dims", "3", "--samples-evaluated", "400", "--track-size", "50",
                           "--samples", "3", "--train-size", "200", "--test-size", "20", "--out",
                           "{tmp}/kw", "--no-progress"],
+    "sweep.py": ["--parts", "overhead", "--rounds", "1", "--train-size", "200", "--epochs", "1"],
     "zoo.py": ["--rows", "vae,sbn_ws,vqvae", "--epochs", "1", "--samples", "10", "--train-size",
                "600", "--test-size", "20", "--out", "{tmp}/zoo", "--no-progress"],
 }
@@ -34,7 +35,7 @@ EXPECTED = {"throughput.py": "ratio aevb / hand-written", "m2_enumeration.py": "
             "contention.py": "worst ratio: budget on",
             "scaling.py": "| 16 | 2 | 1 |", "zoo.py": "| SBN 200 / wake-sleep | -",
             "burda.py": "| 2 layers, IWAE k=5 | 83.89 |",
-            "kingma_welling.py": "| 3 | wake-sleep |"}
+            "kingma_welling.py": "| 3 | wake-sleep |", "sweep.py": "| difference |"}
 
 
 def test_every_benchmark_is_listed():
@@ -100,10 +101,12 @@ def test_benchmark_runs(script, fashion_dir, tmp_path):
     assert EXPECTED[script] in out.stdout
     if script == "zoo.py":  # finished rows are read back, not re-run; the table keeps them
         assert "| VQ-VAE (K=128" in out.stdout and "| IWAE k=50 | not run yet" in out.stdout
+        stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("zoo/runs/*/evaluation.json")}
         again = run_script(script, fashion_dir, tmp_path)
-        assert "[zoo]" not in again.stdout and EXPECTED[script] in again.stdout
-        other = run_script(script, fashion_dir, tmp_path, "--epochs", "2", check=False)
-        assert other.returncode != 0 and "holds rows run with" in other.stderr
+        assert EXPECTED[script] in again.stdout and len(stamps) == 3
+        assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
+        other = run_script(script, fashion_dir, tmp_path, "--samples", "20", check=False)
+        assert other.returncode != 0 and "eval.num_samples (10 -> 20)" in other.stderr
 
 
 def run_script(script, fashion_dir, tmp_path, *extra, check=True):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from aevb.experiments.semisupervised import Experiment, ExperimentConfig, summarize, t95
+from aevb.experiments.semisupervised import Experiment, ExperimentConfig, summarize
 from aevb.inference import Split
 from aevb.inference.errors import ConfigError, RunDirError
 from aevb.inference.objectives import KLSchedule
@@ -24,6 +24,7 @@ from aevb.inference.semisupervised import (
     subset,
 )
 from aevb.models.base import Batch
+from aevb.sweeps.table import t95
 
 
 def fake_labels(n=1000, classes=10, seed=0):

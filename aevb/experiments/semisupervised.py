@@ -12,19 +12,13 @@ reports the test accuracy at the epoch with the best validation accuracy.
 
 from __future__ import annotations
 
-import csv
 import json
-import logging
 import math
-import os
-import statistics
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from aevb.config import DataConfig
 from aevb.data import load_data
@@ -40,7 +34,7 @@ from aevb.inference.semisupervised import (
     m1_features,
     subset,
 )
-from aevb.inference.threads import ThreadBudget, share_threads
+from aevb.inference.threads import share_threads
 from aevb.inference.training import resolve_device, train_epoch
 from aevb.inference.training.checkpoint import (
     atomic_write_bytes,
@@ -55,6 +49,9 @@ from aevb.inference.training.engines import build_engine
 from aevb.inference.training.metrics import MetricsLog
 from aevb.models.vae import VAE
 from aevb.pictures import accuracy_vs_labels, save_grid
+from aevb.sweeps import table
+from aevb.sweeps.engine import execute
+from aevb.sweeps.executors import Executor, Local, worker_device
 from aevb.uses.conditional import analogies, label_classes
 
 #: M1 of Kingma et al. (2014), section 4.1: a 50-dimensional z1 and MLPs of two hidden layers
@@ -110,21 +107,6 @@ class ExperimentConfig:
         return [(m, n, s) for n in self.labels for m in self.methods for s in range(self.seeds)]
 
 
-def t95(n: int) -> float:
-    """The two-sided 95% quantile of Student's t with n - 1 degrees of freedom (scipy)."""
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, n - 1))
-
-
-def _mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% Student-t interval (nan for one value)."""
-    mean = statistics.fmean(values)
-    half = (t95(len(values)) * statistics.stdev(values) / math.sqrt(len(values))
-            if len(values) > 1 else float("nan"))
-    return mean, half
-
-
 def summarize(results: list[dict], reference: str = "baseline") -> list[dict]:
     """Mean accuracy and its 95% interval (Student's t over seeds) per (method, N_labels).
 
@@ -133,22 +115,16 @@ def summarize(results: list[dict], reference: str = "baseline") -> list[dict]:
     *paired* difference (method - reference, over the seeds both have) with its 95% interval,
     ``paired_diff`` and ``paired_ci95`` (nan where no seed is shared): the subset-to-subset
     spread that both methods share cancels there, which the two unpaired intervals keep."""
-    groups: dict[tuple[str, int], dict[int, float]] = {}
-    for i, r in enumerate(results):
-        groups.setdefault((r["method"], r["labels"]), {})[r.get("seed", i)] = r["test_accuracy"]
     rows = []
-    for (method, labels), by_seed in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        mean, half = _mean_ci(list(by_seed.values()))
-        row = {"method": method, "labels": labels, "seeds": len(by_seed), "accuracy": mean,
-               "ci95": half, "error": 1 - mean, "paired_diff": math.nan, "paired_ci95": math.nan,
-               "paired_seeds": 0}
-        ref = groups.get((reference, labels), {})
-        shared = sorted(set(by_seed) & set(ref))
-        if method != reference and shared:
-            diff, diff_half = _mean_ci([by_seed[s] - ref[s] for s in shared])
-            row |= {"paired_diff": diff, "paired_ci95": diff_half, "paired_seeds": len(shared)}
+    points = [({"method": r["method"], "labels": r["labels"], "seed": r.get("seed", i)},
+               r["test_accuracy"]) for i, r in enumerate(results)]
+    for r in table.summarize(points, ["labels", "method"], "seed", {"method": reference}):
+        row = {"method": r["method"], "labels": r["labels"], "seeds": r["seeds"],
+               "accuracy": r["mean"], "ci95": r["ci95"], "error": 1 - r["mean"],
+               "paired_diff": r["paired_diff"], "paired_ci95": r["paired_ci95"],
+               "paired_seeds": r["paired_seeds"]}
         rows.append(row)
-    return rows
+    return sorted(rows, key=lambda r: (r["labels"], r["method"]))
 
 
 def _pct(value: float, signed: bool = False) -> str:
@@ -156,10 +132,7 @@ def _pct(value: float, signed: bool = False) -> str:
 
 
 def write_table(rows: list[dict], out: Path, description: str) -> None:
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    table.write_csv(out / "results.csv", rows)
     lines = [description, "", "| method | labels | seeds | test accuracy (mean ± 95% CI) | error "
              "| minus baseline, paired over seeds (± 95% CI) |", "|---|---|---|---|---|---|"]
     for r in rows:
@@ -248,7 +221,7 @@ class Experiment:
         return model
 
     # -- one run ---------------------------------------------------------------------------------
-    def run(self, method_name: str, labels: int, seed: int, bar=None) -> dict:
+    def run(self, method_name: str, labels: int, seed: int) -> dict:
         run_dir = self.out / "runs" / f"{method_name}-n{labels}-seed{seed}"
         result_path = run_dir / "result.json"
         if result_path.is_file():
@@ -287,9 +260,6 @@ class Experiment:
             metrics.append(row)
             save_checkpoint(run_dir, epoch, method.module, method.optimizer, info, keep=1,
                             extra=state)
-            if bar is not None:
-                bar.set_postfix(run=f"{method_name} n={labels} seed={seed}", epoch=epoch,
-                                valid=f"{row['valid_accuracy']:.3f}")
         result = info | {
             "test_accuracy": state["test_at_best"], "valid_accuracy": state["best_valid"],
             "best_epoch": state["best_epoch"], "final_test_accuracy": accuracy(method.classify,
@@ -303,23 +273,22 @@ class Experiment:
         atomic_write_text(result_path, json.dumps(result, indent=2) + "\n")
         return result
 
-    def run_all(self, workers: int = 1) -> list[dict]:
-        """Every run (finished ones are read back), then the table and the plot. With
-        ``workers`` > 1 the runs go to that many worker processes (see :func:`run_parallel`);
-        the table is the same as a sequential run's."""
-        if workers < 1:
-            raise ConfigError(f"--workers {workers}: give the number of worker processes (>= 1)")
+    def run_all(self, executor: Executor | None = None) -> list[dict]:
+        """Every run (finished ones are read back), then the table and the plot; the runs go
+        to ``executor`` (default: one after another here; see :mod:`aevb.sweeps.executors`),
+        and the table is the same whichever runs them. The M1 models that M1+M2 runs share
+        are trained first, one seed per task, so that no two workers train the same one."""
+        executor = executor or Local()
         self.claim_folder()
         runs = self.cfg.runs()
-        if workers > 1:
-            results = run_parallel(self, runs, workers)
-        else:
-            results = []
-            with tqdm(total=len(runs), disable=not self.progress, unit="run", desc="runs") as bar:
-                for method, labels, seed in runs:
-                    results.append(self.run(method, labels, seed, bar))
-                    bar.update(1)
-        return self.write_summary(results)
+        settings = asdict(self.cfg)
+        m1_seeds = sorted({seed for method, _, seed in runs
+                           if METHODS.get(method).on_m1_features})
+        execute([M1Task(f"m1-seed{s}", str(self.out), settings, s) for s in m1_seeds], executor,
+                progress=False)
+        tasks = [RunTask(f"{m}-n{n}-seed{s}", str(self.out), settings, m, n, s)
+                 for m, n, s in runs]
+        return self.write_summary(execute(tasks, executor, self.progress))
 
     def write_summary(self, results: list[dict]) -> list[dict]:
         rows = summarize(results)
@@ -336,77 +305,44 @@ class Experiment:
         return rows
 
 
-# -- parallel runs ------------------------------------------------------------------------------
-_WORKER: dict = {}
+# -- the grid's tasks (picklable: they run in worker processes and Ray tasks too) ------------
+_EXPERIMENTS: dict[tuple[str, str], Experiment] = {}
 
 
-def exit_with_parent(interval: float = 1.0) -> threading.Thread:
-    """End this process when the one that started it dies (killed by SIGKILL or SIGTERM, the
-    pool never shuts its workers down). A daemon thread polls the parent's pid: a worker loses at
-    most the epoch it was in, and its checkpoints (written atomically) stay as they were."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(interval)
-        os._exit(1)
-
-    thread = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
-    thread.start()
-    return thread
+def _experiment(out: str, settings: dict) -> Experiment:
+    """This process's :class:`Experiment` of ``settings`` in ``out`` (its data loaded once)."""
+    key = (out, json.dumps(settings, sort_keys=True))
+    if key not in _EXPERIMENTS:
+        config = ExperimentConfig(**settings)
+        config.device = worker_device(config.device)
+        _EXPERIMENTS[key] = Experiment(config, Path(out), progress=False)
+    return _EXPERIMENTS[key]
 
 
-def _start_worker(cfg: dict, out: str, counter, workers: int) -> None:
-    """A worker process's set-up: it ends with its parent (:func:`exit_with_parent`); its own
-    GPU (worker i gets ``cuda:i mod #GPUs``) when the experiment runs on CUDA, else an equal
-    share of the CPU cores."""
-    exit_with_parent()
-    logging.getLogger("pyro").setLevel(logging.WARNING)  # as in the command line: no INFO lines
-    with counter.get_lock():
-        index = counter.value
-        counter.value += 1
-    config = ExperimentConfig(**cfg)
-    device = resolve_device(config.device)
-    if device.type == "cuda":
-        config.device = f"cuda:{index % torch.cuda.device_count()}"
-    elif ThreadBudget.wanted():
-        share_threads()  # the workers share the cores (with any other aevb process) as one
-    else:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    _WORKER["experiment"] = Experiment(config, Path(out), progress=False)
+@dataclass
+class M1Task:
+    """Train (or read) M1 of one seed."""
+
+    key: str
+    out: str
+    settings: dict
+    seed: int
+
+    def run(self) -> dict:
+        _experiment(self.out, self.settings).m1(self.seed)
+        return {}
 
 
-def _work(task: tuple) -> dict | None:
-    experiment: Experiment = _WORKER["experiment"]
-    if task[0] == "m1":
-        experiment.m1(task[1])
-        return None
-    return experiment.run(*task[1:])
+@dataclass
+class RunTask:
+    """One (method, N_labels, seed) run, resumed from its checkpoint."""
 
+    key: str
+    out: str
+    settings: dict
+    method: str
+    labels: int
+    seed: int
 
-def run_parallel(experiment: Experiment, runs: list[tuple[str, int, int]], workers: int
-                 ) -> list[dict]:
-    """Independent (method, N_labels, seed) runs in ``workers`` processes (``spawn``), each run
-    seeded as in a sequential run and resumable the same way. The M1 models that M1+M2 runs
-    share are trained first, one seed per task, so no two workers train the same one."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    context = mp.get_context("spawn")
-    counter = context.Value("i", 0)
-    m1_seeds = sorted({seed for method, _, seed in runs if METHODS.get(method).on_m1_features})
-    results: dict[tuple, dict] = {}
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                             initargs=(asdict(experiment.cfg), str(experiment.out), counter,
-                                       workers)) as pool, \
-            tqdm(total=len(runs), disable=not experiment.progress, unit="run",
-                 desc=f"runs ({workers} workers)") as bar:
-        for future in as_completed([pool.submit(_work, ("m1", s)) for s in m1_seeds]):
-            future.result()
-        futures = {pool.submit(_work, ("run", *run)): run for run in runs}
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            method, labels, seed = futures[future]
-            bar.set_postfix(done=f"{method} n={labels} seed={seed}")
-            bar.update(1)
-    return [results[run] for run in runs]
+    def run(self) -> dict:
+        return _experiment(self.out, self.settings).run(self.method, self.labels, self.seed)

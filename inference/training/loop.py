@@ -307,8 +307,8 @@ def run_epochs(model, objective: Objective, engine: Engine, train: Split, valid:
                run_dir: Path | None, options: LoopOptions, *, start_epoch: int = 0,
                schedule: KLSchedule | None = None, record: dict | None = None,
                row_info: dict | None = None, ctx: DistContext = SINGLE,
-               reference: float | None = None, tracked: dict[str, Split] | None = None
-               ) -> list[dict]:
+               reference: float | None = None, tracked: dict[str, Split] | None = None,
+               sinks: tuple = ()) -> list[dict]:
     """Train from ``start_epoch`` + 1 to ``options.epochs``; after each epoch (on the main rank)
     append the metrics row (``row_info``, the epoch's figures, the validation ELBO where there
     is a ``valid`` split) to ``run_dir/metrics.jsonl`` and write a checkpoint holding
@@ -321,12 +321,13 @@ def run_epochs(model, objective: Objective, engine: Engine, train: Split, valid:
 
     ``tracked``: further splits (``{"train": ..., "test": ...}``) whose mean ELBO each row
     records as ``NAME_elbo``, with its own seeded draws (training's random stream is left as
-    it was, so tracking changes no trained parameter)."""
+    it was, so tracking changes no trained parameter). ``sinks`` receive every row as the
+    metrics log writes it (:class:`~aevb.inference.training.metrics.MetricsLog`)."""
     schedule = schedule or KLSchedule()
     guard = DivergenceGuard(model, train, options.seed, reference)
     metrics = None
     if ctx.is_main and run_dir is not None:
-        metrics = MetricsLog(run_dir, options.tensorboard)
+        metrics = MetricsLog(run_dir, options.tensorboard, sinks)
         metrics.truncate(start_epoch)  # rows written after the checkpoint we continue from
     rows: list[dict] = []
     for epoch in range(start_epoch + 1, options.epochs + 1):

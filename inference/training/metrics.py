@@ -29,9 +29,12 @@ def dumps(value, **options) -> str:
 
 
 class MetricsLog:
-    """``metrics.jsonl`` is the record; ``metrics.csv`` is rewritten from it after each row."""
+    """``metrics.jsonl`` is the record; ``metrics.csv`` is rewritten from it after each row.
+    ``sinks``: further receivers of every appended row (``sink.log_row(row)``; an MLflow run,
+    :mod:`aevb.tracking`)."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True):
+    def __init__(self, run_dir: Path, tensorboard: bool = True, sinks: tuple = ()):
+        self.sinks = tuple(sinks)
         self.jsonl = Path(run_dir) / "metrics.jsonl"
         self.csv = Path(run_dir) / "metrics.csv"
         self.writer = None
@@ -55,6 +58,8 @@ class MetricsLog:
 
     def append(self, row: dict) -> None:
         self._write([*self.rows(), row])
+        for sink in self.sinks:
+            sink.log_row(row)
         if self.writer is not None:
             for key, value in row.items():
                 if isinstance(value, int | float) and key != "epoch":
