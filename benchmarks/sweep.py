@@ -1,12 +1,12 @@
 """The sweep engine's cost on this machine: its overhead per run over calling the trainer
 directly, and the wall time of a 12-run tiny sweep under each executor.
 
-* **overhead**: one tiny run (a 784-64-z8 VAE, 2 epochs of 1000 Fashion-MNIST images, k = 10
-  on 100 test images) trained by :func:`aevb.runs.train` directly, and the same run as the one
-  cell of a sweep (:class:`aevb.sweeps.Sweep`, the ``local`` executor: the config checked, the
-  folder claimed, the run, its figures read back, the table written), alternating in rounds
-  (``benchmarks/_rounds.py``), each trial into a fresh folder; the median per run of each and
-  their difference.
+* **overhead**: ``--cells`` tiny runs (a 784-64-z8 VAE, 2 epochs of 1000 Fashion-MNIST images,
+  k = 10 on 100 test images; ``seed`` = 0, 1, ...) trained by :func:`aevb.runs.train` one after
+  another, and the same runs as a sweep (:class:`aevb.sweeps.Sweep`, the ``local`` executor:
+  every cell's config checked, the folder claimed, the runs, their figures read back, the table
+  and its plot written), alternating in rounds (``benchmarks/_rounds.py``), each trial into
+  fresh folders; the median seconds per run of each and their difference.
 * **executors**: a 12-run grid (``elbo=elbo,iwae`` × ``seed=0:6``, the same tiny runs) into a
   fresh folder with ``local``, ``processes --workers 2`` and ``ray`` on a 2-CPU local cluster
   that the script starts (``ray start --head --block``, stopped at the end; its start-up is
@@ -44,22 +44,27 @@ def tiny(args) -> list[str]:
 
 
 def overhead(args, scratch: Path) -> dict:
+    """``--cells`` runs (``seed=0..``) by :func:`aevb.runs.train` one after another, against
+    the same runs as a sweep (``local``), alternating in rounds; seconds per run."""
     from aevb.config import load_config
     from aevb.runs import train
     from aevb.sweeps import Sweep, parse
 
     counter = iter(range(10**6))
+    n = args.cells
 
     def direct() -> float:
+        out = scratch / f"direct-{next(counter)}"
         t0 = time.perf_counter()
-        train(load_config("vae_fashion", tiny(args)), scratch / f"direct-{next(counter)}")
-        return time.perf_counter() - t0
+        for seed in range(n):
+            train(load_config("vae_fashion", [*tiny(args), f"seed={seed}"]), out / str(seed))
+        return (time.perf_counter() - t0) / n
 
     def swept() -> float:
-        fixed, axes = parse(tiny(args))
+        fixed, axes = parse([*tiny(args), f"seed=0:{n}"])
         t0 = time.perf_counter()
         Sweep(scratch / f"sweep-{next(counter)}", axes, fixed, "vae_fashion").run(progress=False)
-        return time.perf_counter() - t0
+        return (time.perf_counter() - t0) / n
 
     times, _ = alternate({"direct": direct, "sweep": swept}, args.rounds, ("sweep", "direct"))
     d, s = statistics.median(times["direct"]), statistics.median(times["sweep"])
@@ -125,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--train-size", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cells", type=int, default=6, help="runs of the overhead's sweep")
     parser.add_argument("--parts", default="overhead,executors")
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
@@ -134,12 +140,13 @@ def main(argv: list[str] | None = None) -> None:
         scratch = Path(tmp)
         if "overhead" in parts:
             o = overhead(args, scratch)
-            lines += [f"Overhead per run ({args.epochs} epochs of {args.train_size} images, "
-                      f"median of {o['rounds']} alternating rounds):", "",
+            lines += [f"Overhead per run ({args.cells} runs of {args.epochs} epochs of "
+                      f"{args.train_size} images, median of {o['rounds']} alternating rounds):",
+                      "",
                       "| path | seconds per run |", "|---|---|",
                       f"| aevb.runs.train directly | {o['direct']:.2f} |",
-                      f"| one-cell sweep, local executor | {o['sweep']:.2f} |",
-                      f"| difference | {o['overhead']:+.2f} |", ""]
+                      f"| a {args.cells}-run sweep, local executor | {o['sweep']:.2f} |",
+                      f"| difference | {o['overhead']:+.3f} |", ""]
         if "executors" in parts:
             rows = executors(args, scratch)
             lines += ["12-run grid (elbo=elbo,iwae × seed=0:6), `aevb sweep` from the command "

@@ -62,6 +62,8 @@ M1_ARCHITECTURE = {"z_dim": 50, "hidden_sizes": (600, 600), "activation": "softp
 # restarted with more (or fewer) of them, e.g. --seeds 5 after --seeds 3 adds seeds 3 and 4
 # (--epochs may grow too: see Experiment.claim_folder)
 GRID = ("labels", "seeds", "methods")
+# settings that say where the data is and where the runs execute, not what they compute
+NEUTRAL = ("data_dir", "device")
 
 # settings added since a results folder may have been written, with the value that reproduces
 # what its runs did (a missing key never takes a newer default that did not run)
@@ -172,7 +174,7 @@ class Experiment:
             if self.cfg.epochs > saved["epochs"]:
                 saved["epochs"] = self.cfg.epochs
             mine = asdict(self.cfg)
-            diff = sorted(k for k in mine if k not in GRID and saved.get(k) != mine[k])
+            diff = sorted(k for k in mine if k not in GRID + NEUTRAL and saved.get(k) != mine[k])
             if diff:
                 raise RunDirError(f"{self.out} holds an experiment with other settings "
                                   f"({', '.join(diff)} differ); restart it with the same arguments "
@@ -279,6 +281,7 @@ class Experiment:
         and the table is the same whichever runs them. The M1 models that M1+M2 runs share
         are trained first, one seed per task, so that no two workers train the same one."""
         executor = executor or Local()
+        self.data()  # the data is there (or its error is said) before the folder is written
         self.claim_folder()
         runs = self.cfg.runs()
         settings = asdict(self.cfg)

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from aevb.inference.errors import ConfigError
+from aevb.inference.errors import AevbError, ConfigError
 from aevb.models.registry import Registry
 
 
@@ -174,10 +174,19 @@ class Ray:
         remote = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus,
                             max_retries=self.max_retries)(_run)
         pending = {remote.remote(task): task for task in tasks}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                yield pending.pop(ref), ray.get(ref)
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    yield pending.pop(ref), ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            # a run's own error (a bad setting, a missing file) as it would read locally
+            if isinstance(exc.cause, AevbError):
+                raise exc.cause from None
+            raise
+        finally:
+            for ref in pending:  # the driver stops: so do the runs it started
+                ray.cancel(ref, force=True)
 
 
 def build_executor(name: str, **options) -> Executor:
