@@ -32,6 +32,21 @@ def _artifact_root(uri: str) -> str | None:
     return None
 
 
+def prepare(uri: str, experiment: str, client=None) -> str:
+    """The id of ``experiment`` in the store at ``uri``, created (and the store's schema with
+    it) where missing. A sweep's driver calls it before its runs start, so that parallel runs
+    do not race to create one SQLite store's tables."""
+    try:
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise ConfigError("tracking.mlflow needs MLflow: pip install 'aevb[mlflow]'") from None
+    client = client or MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(experiment, artifact_location=_artifact_root(uri))
+
+
 class MLflowTracker:
     """One MLflow run mirroring one aevb run folder (see the module)."""
 
@@ -75,9 +90,7 @@ class MLflowTracker:
             client.update_run(run_id, status="RUNNING")
         else:
             name = cfg.tracking.experiment
-            experiment = client.get_experiment_by_name(name)
-            experiment_id = (experiment.experiment_id if experiment is not None else
-                             client.create_experiment(name, artifact_location=_artifact_root(uri)))
+            experiment_id = prepare(uri, name, client)
             tags = dict(cfg.tracking.tags) | {"aevb.run_dir": str(Path(run_dir).resolve())}
             run_id = client.create_run(experiment_id, run_name=Path(run_dir).name,
                                        tags=tags).info.run_id

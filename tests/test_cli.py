@@ -9,9 +9,10 @@ from PIL import Image
 
 from aevb.cli import build_parser, main
 
-# analogies: tests/test_contract.py::test_specs_train_through_the_cli
+# analogies: tests/test_contract.py::test_specs_train_through_the_cli; sweep:
+# tests/test_sweeps.py (the Ray test drives `aevb sweep`) and test_sweep_command_line below
 TESTED = {"train", "evaluate", "sample", "experiment", "diagnose", "interpolate", "analogies",
-          "impute"}
+          "impute", "sweep"}
 
 
 def test_every_subcommand_has_a_smoke_test():
@@ -116,3 +117,13 @@ def test_help_and_config_errors_answer_without_importing_torch(argv, code, named
     assert done.stdout.strip() == f"{code} []", done.stdout + done.stderr
     if named:
         assert named in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_sweep_command_line_errors_are_one_line(tmp_path, capsys):
+    assert main(["sweep", "--out", str(tmp_path / "s")]) == 2
+    assert "needs its grid" in capsys.readouterr().err
+    assert main(["sweep", "elbo=elbo,iwae", "--out", str(tmp_path / "s"), "--metric", "x"]) == 2
+    assert "--metric 'x'" in capsys.readouterr().err
+    assert main(["sweep", "elbo=elbo,nope", "--out", str(tmp_path / "s")]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

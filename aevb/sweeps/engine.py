@@ -227,6 +227,10 @@ class Sweep:
         """Every cell (finished ones read back), then the table; returns its rows."""
         tasks = self.tasks()
         self.claim()
+        if self.mlflow:
+            from aevb.tracking import prepare
+
+            prepare(self.mlflow, tasks[0].tracking["experiment"])
         results = execute(tasks, executor or Local(), progress)
         return self.write_table(results)
 

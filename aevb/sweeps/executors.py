@@ -176,7 +176,8 @@ class Ray:
         pending = {remote.remote(task): task for task in tasks}
         try:
             while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
+                # a timeout, so that Ctrl-C reaches Python between waits
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 for ref in done:
                     yield pending.pop(ref), ray.get(ref)
         except ray.exceptions.RayTaskError as exc:
