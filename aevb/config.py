@@ -281,10 +281,12 @@ def _shorthand(item: str) -> str:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 base: dict | None = None, spec: str | Path | None = None,
-                data_source=None) -> Config:
+                data_source=None, registries: bool = True) -> Config:
     """Defaults, merged with ``base`` (a saved run's config), the YAML file at ``path`` (or a
     shipped config's name), the model spec file ``spec`` and then ``overrides``
-    (``key=value``), in that order; validated (see :func:`validate` for ``data_source``)."""
+    (``key=value``), in that order; validated (see :func:`validate` for ``data_source``).
+    ``registries=False`` leaves out the checks that import torch (names against the registries
+    themselves, model files, specs): a first pass over many configs (a sweep's cells)."""
     cfg = OmegaConf.structured(Config)
     sources: list[tuple[Any, str]] = []
     if base is not None:
@@ -325,6 +327,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     config = OmegaConf.to_object(cfg)
     assert isinstance(config, Config)
     _check_values(config)  # before the registries (and torch) are imported
+    _check_catalog(config)
+    if not registries:
+        return config
     from aevb.models.loading import absolute_reference
 
     config.model.name = absolute_reference(config.model.name)
@@ -335,6 +340,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"spec {spec}: {str(exc)[len('spec: '):]}") from None
         raise
     return config
+
+
+def _check_catalog(cfg: Config) -> None:
+    """Registry names against :mod:`aevb.catalog`, while it is the whole list (torch not yet
+    imported): a mistyped name is refused in a fraction of a second."""
+    from aevb import catalog
+
+    if not catalog.authoritative():
+        return
+    name = cfg.model.name
+    reference = ".py:" in name or name.endswith(".py") or name.startswith(OBJECT_PREFIX)
+    values = {"elbo": cfg.elbo, "optim.name": cfg.optim.name, "train.engine": cfg.train.engine,
+              "optim.schedule": cfg.optim.schedule, "data.name": cfg.data.name,
+              "model.network": cfg.model.network, "model.activation": cfg.model.activation,
+              "model.likelihood": cfg.model.likelihood, "model.posterior": cfg.model.posterior,
+              "model.name": None if reference else name}
+    for key, value in values.items():
+        message = catalog.unknown(key, value)
+        if message:
+            raise ConfigError(message)
 
 
 def _check_name(key: str, value: str | None, registry) -> None:

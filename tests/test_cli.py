@@ -99,10 +99,14 @@ def test_console_script_is_installed():
     (["train", "--config", "{config}"], 2, "epoch"),  # a misspelt key
     (["train", "train.epochs=0"], 2, "train.epochs"),  # a value out of range
     (["train", "train.epochs=ten"], 2, "train.epochs"),  # a value of the wrong type
+    (["train", "elbo=iwea"], 2, "'iwea' is not one of elbo, infovae, iwae"),  # a registry name
+    (["train", "model=vea"], 2, "'vea' is not one of dlgm"),
+    (["train", "model.posterior=flow"], 2, "model.posterior"),
+    (["sweep", "elbo=elbo,iwea", "--out", "{config}.d"], 2, "'iwea'"),
 ])
 def test_help_and_config_errors_answer_without_importing_torch(argv, code, named, tmp_path):
     """Start-up: torch, Pyro and torchvision take seconds to import; ``aevb --help`` and a
-    config whose keys, types or ranges are wrong answer without them."""
+    config whose keys, types, ranges or registry names are wrong answer without them."""
     config = tmp_path / "typo.yaml"
     config.write_text("train: {epoch: 3}\n")
     argv = [a.format(config=config) for a in argv]
@@ -127,3 +131,26 @@ def test_sweep_command_line_errors_are_one_line(tmp_path, capsys):
     assert main(["sweep", "elbo=elbo,nope", "--out", str(tmp_path / "s")]) == 2
     assert "nope" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_the_catalog_of_names_is_the_registries():
+    """:mod:`aevb.catalog` answers name errors before torch is imported: it must list exactly
+    what the shipped registries hold."""
+    from aevb import catalog
+    from aevb.data import DATASETS
+    from aevb.inference.objectives import OBJECTIVES
+    from aevb.inference.training.engines import ENGINES
+    from aevb.inference.training.optim import OPTIMIZERS
+    from aevb.inference.training.schedules import SCHEDULES
+    from aevb.models import MODELS
+    from aevb.models.families import FAMILIES
+    from aevb.models.networks import ACTIVATIONS, NETWORKS
+    from aevb.models.posteriors import POSTERIORS
+
+    registries = {"elbo": OBJECTIVES, "optim.name": OPTIMIZERS, "train.engine": ENGINES,
+                  "optim.schedule": SCHEDULES, "data.name": DATASETS, "model.network": NETWORKS,
+                  "model.activation": ACTIVATIONS, "model.likelihood": FAMILIES,
+                  "model.posterior": POSTERIORS, "model.name": MODELS}
+    assert set(registries) == set(catalog.NAMES)
+    for key, registry in registries.items():
+        assert sorted(catalog.NAMES[key][1]) == sorted(registry), key

@@ -92,11 +92,13 @@ class TrainTask:
     evaluate: bool = True
     tracking: dict = field(default_factory=dict)
 
-    def load(self):
+    def load(self, registries: bool = True):
+        """The cell's config (``registries``: see :func:`aevb.config.load_config`)."""
         from aevb.config import load_config
 
         cfg = load_config(self.config, [*self.overrides,
-                                        *(f"tracking.{k}={v}" for k, v in self.tracking.items())])
+                                        *(f"tracking.{k}={v}" for k, v in self.tracking.items())],
+                          registries=registries)
         if cfg.tracking.mlflow:
             cfg.tracking.tags = {k: str(v) for k, v in self.coordinates.items()}
         cfg.device = worker_device(cfg.device)
@@ -170,7 +172,8 @@ class Sweep:
 
     def tasks(self) -> list[TrainTask]:
         """One task per cell, every cell's config checked first (a bad value in any cell is
-        refused before a run folder is written)."""
+        refused before a run folder is written; keys, values and names in a first pass over
+        all cells, before torch is imported, then the checks that need it)."""
         tracking = {}
         if self.mlflow:
             tracking = {"mlflow": self.mlflow, "experiment": self.experiment or self.out.name}
@@ -181,8 +184,10 @@ class Sweep:
             task = TrainTask(name, str((self.out / "runs" / name).resolve()), self.config,
                              (*self.fixed, *cell.overrides), coordinates, self.evaluate,
                              tracking)
-            task.load()
+            task.load(registries=False)
             out.append(task)
+        for task in out:
+            task.load()
         return out
 
     # -- the folder -----------------------------------------------------------------------------
