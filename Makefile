@@ -1,13 +1,14 @@
 # The README's two set-up commands:
 #   make train   install aevb and run the main job (a VAE on Fashion-MNIST -> runs/...)
 #   make test    install aevb with its dev tools and run the test suite
+#   make docs    build the documentation site (docs/_build/html), warnings as errors
 # VENV picks the virtual environment (default .venv); ARGS are extra `aevb train` arguments.
 
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: install install-dev data train test lint
+.PHONY: install install-dev data train test lint docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,10 @@ train: install data
 
 test: install-dev data
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+docs: install-dev data
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	@echo "open docs/_build/html/index.html"
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

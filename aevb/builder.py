@@ -78,6 +78,7 @@ def build(cfg: ModelConfig, x_shape, trust_code: bool = True
 
 
 def build_model(cfg: ModelConfig, x_shape, trust_code: bool = True) -> LatentVariableModel:
+    """The model ``cfg`` names, built for images of ``x_shape`` (see :func:`build`)."""
     return build(cfg, x_shape, trust_code)[0]
 
 

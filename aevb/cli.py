@@ -445,6 +445,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``aevb`` argument parser with every subcommand."""
     parser = Parser(prog="aevb", description=__doc__,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -638,6 +639,8 @@ def _log_to_stderr() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``aevb`` command line on ``argv`` (default: ``sys.argv``); returns the exit code (2 for a bad
+    input, with one line on stderr)."""
     _log_to_stderr()
     warnings.showwarning = _one_line_warning
     parser = build_parser()

@@ -109,7 +109,9 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    """:param engine: ``fast`` (default: differentiable_loss + a foreach torch optimizer,
+    """How training runs (epochs, batches, progress, checkpoints, the engine).
+
+    :param engine: ``fast`` (default: differentiable_loss + a foreach torch optimizer,
         validation off in the loop) or ``svi`` (Pyro's ``SVI`` + ``PyroOptim``); see
         :mod:`aevb.inference.training.engines`."""
 
@@ -514,6 +516,7 @@ OBJECT_PREFIX = "object:"
 
 
 def to_yaml(cfg: Config) -> str:
+    """The config as YAML (a run folder's ``config.yaml``)."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
@@ -523,6 +526,7 @@ def from_dict(data: dict, data_source=None) -> Config:
 
 
 def to_dict(cfg: Config) -> dict:
+    """The config as plain nested dicts (what checkpoints and ``run.json`` record)."""
     out = OmegaConf.to_container(OmegaConf.structured(cfg))
     assert isinstance(out, dict)
     return out

@@ -15,6 +15,7 @@ from aevb.models.base import call_with_labels  # noqa: E402
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
+    """Save images as one grid PNG with ``nrow`` images per row."""
     from torchvision.utils import save_image  # here: torchvision's import costs seconds
 
     save_image(images.detach().float().clamp(0, 1).cpu(), str(path), nrow=nrow, padding=2,

@@ -34,6 +34,7 @@ NEEDS_SEVERAL_SAMPLES = ("iwae", "renyi", "rws")
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
+    """A nested config dict as ``{'section.key': value}`` (specs and options kept whole)."""
     out = {}
     for key, value in tree.items():
         if isinstance(value, dict) and key != "spec" and key != "options":

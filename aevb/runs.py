@@ -114,11 +114,13 @@ def likelihood_note(cfg: Config, split: Split | None = None) -> str | None:
 
 
 def default_run_dir(name: str | None) -> Path:
+    """``runs/NAME-YYYYMMDD-HHMMSS``, the run folder of a run without ``--run-dir``."""
     stem = Path(name).stem if name else "run"
     return Path("runs") / f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 def environment(device: torch.device) -> dict:
+    """What ran: the versions of torch, Pyro and Python, the device, its threads, the GPU."""
     return {"torch": torch.__version__, "pyro": pyro.__version__, "python": platform.python_version(),
             "device": str(device), "threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}

@@ -1,7 +1,8 @@
-"""How aevb learns: objectives (:mod:`.objectives`), the SVI training loop and its
-checkpoints (:mod:`.training`), evaluation and diagnostics (:mod:`.evaluation`) and the
-semi-supervised methods (:mod:`.semisupervised`). It imports :mod:`aevb.models`, never the
-face (configuration, data sources, the command line)."""
+"""How aevb learns: objectives (:mod:`~aevb.inference.objectives`), the SVI training loop
+and its checkpoints (:mod:`~aevb.inference.training`), evaluation and diagnostics
+(:mod:`~aevb.inference.evaluation`) and the semi-supervised methods
+(:mod:`~aevb.inference.semisupervised`). It imports :mod:`aevb.models`, never the face
+(configuration, data sources, the command line)."""
 
 import lazy_loader
 

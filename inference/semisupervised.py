@@ -52,6 +52,7 @@ def shipped_spec(name: str) -> Path:
 # -- data -------------------------------------------------------------------------------------
 @dataclass
 class LabelSplit:
+    """Indices of the labelled (class-balanced, drawn from the seed) and unlabelled training images."""
     labelled: torch.Tensor  # indices into the training set, sorted
     unlabelled: torch.Tensor
 
@@ -79,6 +80,7 @@ def label_split(y: torch.Tensor, num_labels: int, seed: int, num_classes: int = 
 
 
 def subset(split: Split, index: torch.Tensor) -> Split:
+    """The split restricted to the images at ``index``."""
     index = index.to(split.x.device)
     return Split(split.x[index], split.y[index], split.dynamic,
                  None if split.scale is None else split.scale[index])
@@ -108,6 +110,8 @@ def paired_batches(unlabelled: Split, labelled_stream: Iterator[Batch], batch_si
 
 @dataclass
 class SemiData:
+    """The splits a semi-supervised method trains and selects on: labelled, unlabelled,
+    validation and test."""
     labelled: Split
     unlabelled: Split
     valid: Split
@@ -145,6 +149,7 @@ def generative_accuracy(model: SpecModel, split: Split, batch_size: int = 1000) 
 
 @torch.no_grad()
 def accuracy(classify, split: Split, batch_size: int = 1000) -> float:
+    """The accuracy of ``classify`` (argmax q(y|x)) on a labelled split."""
     correct = 0
     for b in split.batches(batch_size):
         correct += int((classify(b.x).argmax(-1) == b.y).sum())
@@ -154,6 +159,8 @@ def accuracy(classify, split: Split, batch_size: int = 1000) -> float:
 # -- methods ----------------------------------------------------------------------------------
 @dataclass
 class Settings:
+    """How a semi-supervised method trains: batch size, learning rate, α, the labelled weight and batches,
+    M2's z-KL schedule."""
     batch_size: int = 128
     lr: float = 1e-3
     alpha: float = 0.1  # alpha = alpha * N (Kingma et al. 2014, section 3.1.2)
@@ -271,7 +278,7 @@ class M2(Method):
     random, so the decoder learns to ignore y and z takes the class. Then the unlabelled term
     :math:`\sum_y q(y|x)\,\mathcal L(x, y) + \mathcal H(q(y|x))` cannot tell the classes
     apart, and only its entropy acts on q(y|x), pushing it towards uniform. That is the
-    erosion measured on MNIST (``docs/m2-mnist.md``). Weighting the z term by w > 1 makes z the
+    erosion measured on MNIST (``docs/results/m2-mnist.md``). Weighting the z term by w > 1 makes z the
     dearer carrier, so the decoder learns to read the class from y while the labelled images
     teach q(y|x) which is which. The weight falls linearly to 1 over T epochs
     (:class:`~aevb.inference.objectives.annealing.KLSchedule`, updated every step) and stays

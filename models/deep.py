@@ -26,7 +26,7 @@ from .zoo import register_model
 def layered_spec(name: str, value_type: str, z_dims: Sequence[int],
                  layer_hidden: Sequence[Sequence[int]], activation: str,
                  likelihood: str) -> dict:
-    """A spec with stochastic layers ``z1 .. zL`` of sizes ``z_dims`` (``z1`` next to ``x``)
+    """A spec with stochastic layers ``z1``, ..., ``zL`` of sizes ``z_dims`` (``z1`` next to ``x``)
     of ``value_type``; the networks between layer l and the one below it have hidden sizes
     ``layer_hidden[l]``. The top layer's prior is the standard one (N(0, I) or fair coins)."""
     z_dims = [int(d) for d in z_dims]

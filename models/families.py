@@ -68,6 +68,7 @@ def _register_type(cls: type[ValueType]) -> type[ValueType]:
 
 @_register_type
 class NormalType(ValueType):
+    """The diagonal Gaussian family: a location and a positive scale from a network."""
     name, default_family = "normal", "diag"
 
     def standard(self, value_shape, num_classes, like):
@@ -143,6 +144,7 @@ def _kl_normal_standard(q: dist.Normal, p: StandardNormal) -> torch.Tensor:
 
 @_register_type
 class BernoulliType(ValueType):
+    """The Bernoulli likelihood family: logits from a network, for binary (or binarized) pixels."""
     name, default_family = "bernoulli", "bernoulli"
 
     def standard(self, value_shape, num_classes, like):
@@ -153,6 +155,7 @@ class BernoulliType(ValueType):
 
 @_register_type
 class CategoricalType(ValueType):
+    """The categorical family: logits over K classes (M2's q(y|x) and p(y))."""
     name, default_family, enumerable = "categorical", "categorical", True
 
     def value_shape(self, shape, num_classes):

@@ -19,6 +19,7 @@ class ModelLoadError(ValueError):
 
 
 def is_file_reference(name: str) -> bool:
+    """Whether a model name refers to a file (``path.py`` or ``path.py:Name``)."""
     return FILE_SEPARATOR in name or name.endswith(".py")
 
 

@@ -5,23 +5,23 @@ its parameters (``param_shape``) and the family turns them into a distribution o
 latent of ``shape = (D,)``. ``size`` is the family's one size: the rank, the number of mixture
 components or the number of flow steps.
 
-=========  =======================================================================================
-``diag``   :math:`\mathcal N(\mu, \operatorname{diag}\sigma^2)` (Kingma & Welling 2014; in
-           :mod:`aevb.models.families`).
-``lowrank``:math:`\mathcal N(\mu, WW^\top + \operatorname{diag} d)`, W of rank r = ``size`` (r = 1
-           is Rezende et al. 2014's covariance, section 4.1).
-``full``   :math:`\mathcal N(\mu, LL^\top)`, L lower-triangular with a positive diagonal
-           (Cholesky).
-``mixture``K = ``size`` diagonal Gaussians with learned weights, Pyro's
-           :class:`~pyro.distributions.MixtureOfDiagNormals` (pathwise gradients, Jankowiak &
-           Karaletsos 2018). No analytic KL: ``meanfield`` refuses it.
-``planar`` K = ``size`` conditional planar flows :math:`f(z) = z + u\,h(w^\top z + b)` on a
-           diagonal base (Rezende & Mohamed 2015, eq. 10-12), u, w, b computed from an
-           x-dependent context the encoder emits. No analytic KL.
-``iaf``    K = ``size`` conditional inverse autoregressive flow steps
-           :math:`z \mapsto \mu_t(z, h) + \sigma_t(z, h) \odot z` (Kingma et al. 2016, eq. 10-11)
-           with MADE networks taking the context h. No analytic KL.
-=========  =======================================================================================
+============  =======================================================================================
+``diag``      :math:`\mathcal N(\mu, \operatorname{diag}\sigma^2)` (Kingma & Welling 2014; in
+              :mod:`aevb.models.families`).
+``lowrank``   :math:`\mathcal N(\mu, WW^\top + \operatorname{diag} d)`, W of rank r = ``size`` (r = 1
+              is Rezende et al. 2014's covariance, section 4.1).
+``full``      :math:`\mathcal N(\mu, LL^\top)`, L lower-triangular with a positive diagonal
+              (Cholesky).
+``mixture``   K = ``size`` diagonal Gaussians with learned weights, Pyro's
+              :class:`~pyro.distributions.MixtureOfDiagNormals` (pathwise gradients, Jankowiak &
+              Karaletsos 2018). No analytic KL: ``meanfield`` refuses it.
+``planar``    K = ``size`` conditional planar flows :math:`f(z) = z + u\,h(w^\top z + b)` on a
+              diagonal base (Rezende & Mohamed 2015, eq. 10-12), u, w, b computed from an
+              x-dependent context the encoder emits. No analytic KL.
+``iaf``       K = ``size`` conditional inverse autoregressive flow steps
+              :math:`z \mapsto \mu_t(z, h) + \sigma_t(z, h) \odot z` (Kingma et al. 2016, eq. 10-11)
+              with MADE networks taking the context h. No analytic KL.
+============  =======================================================================================
 
 The flows are Pyro's conditional transforms (:func:`pyro.distributions.transforms.conditional_planar`,
 :func:`~pyro.distributions.transforms.conditional_affine_autoregressive`); their networks form
@@ -180,6 +180,7 @@ class FlowPosterior(VectorPosterior):
 
 @FAMILIES.register("planar")
 class PlanarFlowPosterior(FlowPosterior):
+    """q(z|x) as K conditional planar flows on a diagonal Gaussian (Rezende & Mohamed 2015)."""
     default_size = 8
 
     def transform(self, dim):
@@ -188,6 +189,8 @@ class PlanarFlowPosterior(FlowPosterior):
 
 @FAMILIES.register("iaf")
 class IAFPosterior(FlowPosterior):
+    """q(z|x) as K conditional inverse autoregressive flow steps on a diagonal Gaussian
+    (Kingma et al. 2016)."""
     default_size = 4
 
     def transform(self, dim):

@@ -5,12 +5,12 @@ Observations are float in [0, 1] (or any range for a Gaussian likelihood) or uin
 shaped ``(n, ...)``: ``(n, D)`` vectors, ``(n, H, W)`` grayscale images or ``(n, C, H, W)`` /
 ``(n, H, W, C)`` images. A file or a dict may hold named splits and labels:
 
-==================  ==============================================================
-``x`` / ``x_train`` training observations (a ``.npy`` file or a bare tensor is ``x``)
-``y`` / ``y_train`` their labels (optional)
-``x_valid``         a validation split (optional; else cut from the training data)
-``x_test``          a test split (optional), with ``y_valid`` / ``y_test``
-==================  ==============================================================
+===================  ==============================================================
+``x`` / ``x_train``  training observations (a ``.npy`` file or a bare tensor is ``x``)
+``y`` / ``y_train``  their labels (optional)
+``x_valid``          a validation split (optional; else cut from the training data)
+``x_test``           a test split (optional), with ``y_valid`` / ``y_test``
+===================  ==============================================================
 """
 
 from __future__ import annotations
@@ -75,6 +75,8 @@ def dataset_to_tensors(ds, what: str) -> tuple[torch.Tensor, torch.Tensor | None
 
 
 def part(x, y, what: str) -> Part:
+    """Images ``x`` (an array, a tensor or a torch ``Dataset``) and labels ``y`` as a checked
+    :class:`Part`; ``what`` names them in errors."""
     x = _tensor(x, what)
     if isinstance(x, torch.utils.data.Dataset):
         x, found = dataset_to_tensors(x, what)

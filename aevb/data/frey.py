@@ -38,6 +38,7 @@ def read_frey(path: Path) -> torch.Tensor:
 
 
 class FreyFace(DataSource):
+    """The Frey Face dataset as a data source (see the module)."""
     name = "frey-face"
     default_validation = 0.1
 

@@ -28,6 +28,8 @@ SYSTEM_ROOT = Path("/usr/share/datasets")
 
 
 def cache_dir() -> Path:
+    """Where downloaded datasets are cached: ``$XDG_CACHE_HOME/aevb/data`` (default
+    ``~/.cache/aevb/data``)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "aevb" / "data"
 

@@ -134,6 +134,7 @@ def _pct(value: float, signed: bool = False) -> str:
 
 
 def write_table(rows: list[dict], out: Path, description: str) -> None:
+    """``results.md`` and ``results.csv`` of the summarized rows, under ``description``."""
     table.write_csv(out / "results.csv", rows)
     lines = [description, "", "| method | labels | seeds | test accuracy (mean ± 95% CI) | error "
              "| minus baseline, paired over seeds (± 95% CI) |", "|---|---|---|---|---|---|"]
@@ -152,6 +153,8 @@ BINARIZATION_WORDS = {"dynamic": "dynamic binarization", "static": "static binar
 
 
 class Experiment:
+    """A semi-supervised experiment in its results folder: the data, M1 models, every (method, N_labels, seed)
+    run, the table and the plot."""
     def __init__(self, cfg: ExperimentConfig, out: Path, progress: bool = True):
         cfg.check()
         self.cfg, self.out, self.progress = cfg, Path(out), progress

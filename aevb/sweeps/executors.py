@@ -33,12 +33,15 @@ from aevb.models.registry import Registry
 
 
 class Task(Protocol):
+    """One run of a sweep: its run folder's name (``key``) and ``run()``, which trains or resumes it and
+    returns its figures."""
     key: str
 
     def run(self) -> dict: ...
 
 
 class Executor(Protocol):
+    """Runs a list of tasks somewhere; ``map`` yields (task, result) as each finishes."""
     def map(self, tasks: list[Task]) -> Iterator[tuple[Task, dict]]:
         """Run every task; yield (task, result) as each finishes."""
         ...

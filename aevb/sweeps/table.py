@@ -68,6 +68,7 @@ def _num(value: float, signed: bool = False) -> str:
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
+    """Rows as CSV, with the union of their keys as columns."""
     fields: list[str] = []
     for r in rows:
         fields += [k for k in r if k not in fields]

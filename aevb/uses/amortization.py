@@ -23,6 +23,8 @@ import torch
 
 
 def can_refine(model) -> bool:
+    """Whether the model has what refinement needs: the contract's optional ``prior``,
+    ``observation``, ``posterior_params`` and ``posterior_from``."""
     return all(hasattr(model, m) for m in ("prior", "observation", "posterior_params",
                                             "posterior_from"))
 

@@ -9,7 +9,7 @@ image (all images of a batch in parallel):
   stationary distribution is the model's conditional only where q is the exact posterior;
 * **Metropolis-within-Gibbs** (Mattei & Frellsen 2018, "Leveraging the exact likelihood of
   deep latent variable models", algorithm 1): the encoder's z' ~ q(z | x_obs, x_miss) is a
-  proposal, accepted with probability
+  proposal, accepted with probability::
 
       min(1, p(x|z') p(z') q(z|x) / (p(x|z) p(z) q(z'|x))),   x = (x_obs, x_miss),
 
@@ -52,6 +52,7 @@ def elementwise(d: Distribution) -> Distribution:
 
 
 def can_impute(model) -> bool:
+    """Whether the model has what imputation needs: ``prior``, ``posterior`` and ``observation``."""
     return all(hasattr(model, m) for m in ("prior", "posterior", "observation"))
 
 

@@ -41,6 +41,7 @@ PATHS = {"linear": lerp, "slerp": slerp}
 
 
 def can_interpolate(model) -> bool:
+    """Whether the model has what interpolation needs: ``encode`` and ``decode``."""
     return hasattr(model, "encode") and hasattr(model, "decode")
 
 

@@ -7,7 +7,7 @@ variance v_i of ∂L/∂θ_i; the table reports, per group of parameters (encode
 networks, decoder = the model's; :func:`parameter_groups` reads which is which from a trace):
 
 * ``variance``: the mean of v_i over the group's parameters;
-* ``snr``: the median of |m_i| / sqrt(v_i), the signal-to-noise ratio of Rainforth et al.
+* ``snr``: the median of \|m_i\| / sqrt(v_i), the signal-to-noise ratio of Rainforth et al.
   (2018, eq. 4), over the group's parameters with v_i > 0;
 * ``grad_norm``: ||m||, the size of the mean gradient.
 
@@ -37,6 +37,8 @@ from aevb.models.base import Batch
 
 @dataclass
 class GradientStats:
+    """Per-parameter-group gradient statistics of one estimator: mean, variance and signal-to-noise ratio over
+    repeated draws."""
     estimator: str
     group: str
     parameters: int

@@ -1,7 +1,8 @@
-"""The variational objectives, chosen by name (``elbo=NAME``): see :mod:`.registry` for the
-table. One estimator per module: :mod:`.importance` (IWAE, Rényi), :mod:`.syncfree`
-(Trace_ELBO / TraceMeanField_ELBO without host reads), :mod:`.wakesleep` (RWS, wake-sleep),
-:mod:`.mmd` (InfoVAE), :mod:`.annealing` (β and KL warm-up)."""
+"""The variational objectives, chosen by name (``elbo=NAME``): see
+:mod:`~aevb.inference.objectives.registry` for the table. One estimator per module:
+:mod:`.importance` (IWAE, Rényi), :mod:`.syncfree` (Trace_ELBO / TraceMeanField_ELBO without
+host reads), :mod:`.wakesleep` (RWS, wake-sleep), :mod:`.mmd` (InfoVAE), :mod:`.annealing`
+(β and KL warm-up)."""
 
 from .annealing import WEIGHTABLE, KLSchedule, KLWeight
 from .importance import ImportanceWeightedELBO, RenyiBound

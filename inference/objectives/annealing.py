@@ -51,9 +51,13 @@ class KLWeight(Messenger):
 
 @dataclass(frozen=True)
 class KLSchedule:
-    """:param beta: the final weight β (1 = the ELBO). :param warmup_epochs: T, epochs over
-    which w moves linearly from ``start`` to β (0 = w is β throughout). :param start: w_0, the
-    weight at the start (0: the warm-up of Sønderby et al.; above β: annealing down to β).
+    """The KL weight w by epoch: from ``start`` linearly to β over ``warmup_epochs``.
+
+    :param beta: the final weight β (1 = the ELBO).
+    :param warmup_epochs: T, epochs over which w moves linearly from ``start`` to β (0 = w is
+        β throughout).
+    :param start: w_0, the weight at the start (0: the warm-up of Sønderby et al.; above β:
+        annealing down to β).
     :param sites: the latent sites it weights (None: all)."""
 
     beta: float = 1.0

@@ -166,7 +166,7 @@ class ImportanceWeightedELBO(ELBO):
         r"""A zero-valued term whose gradient is the score-function part of the bound's gradient
         for latents sampled without rsample: VIMCO's (Mnih & Rezende 2016, eq. 9-10)
         :math:`\sum_j (\hat{\mathcal L} - \hat{\mathcal L}_{-j})
-abla\log q(z_j|x)`, the
+        \nabla\log q(z_j|x)`, the
         leave-one-out baseline :math:`\hat{\mathcal L}_{-j}` replacing :math:`\log w_j` by the
         mean of the other log-weights. With ``k = 1`` there is no other sample and no baseline.
 

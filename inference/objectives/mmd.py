@@ -30,6 +30,7 @@ from aevb.models.base import DATA_PLATE
 
 
 def gaussian_kernel(a: torch.Tensor, b: torch.Tensor, bandwidth: float) -> torch.Tensor:
+    """The Gaussian kernel matrix exp(−‖a_i − b_j‖² / (2·bandwidth)) between two sample sets."""
     return torch.exp(-torch.cdist(a, b).pow(2) / (2.0 * bandwidth))
 
 

@@ -1,29 +1,29 @@
 """Estimators of the variational objective, chosen by name with one flag (``elbo=NAME``).
 
-=============  ==========================================================================
-``elbo``       :class:`~pyro.infer.Trace_ELBO`: SGVB estimator A (Kingma & Welling 2014,
-               eq. 6), reparameterized, KL sampled.
-``meanfield``  :class:`~pyro.infer.TraceMeanField_ELBO`: SGVB estimator B (eq. 7), KL analytic.
-``iwae``       :class:`~aevb.inference.objectives.importance.ImportanceWeightedELBO`: the k-sample bound of
-               Burda et al. (2016) per datapoint; ``num_particles`` is k. Discrete latents get
-               VIMCO's gradient (Mnih & Rezende 2016).
-``renyi``      :class:`~aevb.inference.objectives.importance.RenyiBound`: Li & Turner's (2016) Rényi bound per
-               datapoint, α = ``renyi_alpha`` (0 = iwae, 1 = elbo); ``num_particles`` is k.
-``rws``        :class:`~aevb.inference.objectives.wakesleep.ReweightedWakeSleep`: reweighted wake-sleep
-               (Bornschein & Bengio 2015) per datapoint, k = ``num_particles``; the guide's
-               update mixes wake and sleep phases by ``rws_insomnia``. No pathwise gradient,
-               so discrete latents (a sigmoid belief net) train as well as Gaussian ones.
-``wake-sleep`` the Helmholtz machine's algorithm (Hinton et al. 1995): ``rws`` with the guide
-               trained on dreams only (insomnia 0); k = 1 is the classic.
-``mmd``        :class:`~aevb.inference.objectives.mmd.MMDObjective`: MMD-VAE / InfoVAE (Zhao et al. 2019),
-               reconstruction minus λ·N·MMD² of aggregate posterior and prior, λ = ``mmd_scale``.
-``infovae``    :class:`~aevb.inference.objectives.mmd.InfoVAEObjective`: InfoVAE's α, λ family
-               (Zhao et al. 2019, eq. 6): (1 - α)·KL per datapoint, (α + λ - 1)·N·MMD²;
-               α = 0, λ = 1 is the ELBO, α = 1 is ``mmd`` (``info_alpha``, ``info_lambda``).
-``score``      :class:`~pyro.infer.TraceGraph_ELBO` on a guide whose latents are made
-               non-reparameterizable: the score-function (REINFORCE) gradient (Williams 1992;
-               the estimator the paper compares against, section 2.4 and Figure 2).
-=============  ==========================================================================
+===============  ==========================================================================
+``elbo``         :class:`~pyro.infer.Trace_ELBO`: SGVB estimator A (Kingma & Welling 2014,
+                 eq. 6), reparameterized, KL sampled.
+``meanfield``    :class:`~pyro.infer.TraceMeanField_ELBO`: SGVB estimator B (eq. 7), KL analytic.
+``iwae``         :class:`~aevb.inference.objectives.importance.ImportanceWeightedELBO`: the k-sample bound of
+                 Burda et al. (2016) per datapoint; ``num_particles`` is k. Discrete latents get
+                 VIMCO's gradient (Mnih & Rezende 2016).
+``renyi``        :class:`~aevb.inference.objectives.importance.RenyiBound`: Li & Turner's (2016)
+                 Rényi bound per datapoint, α = ``renyi_alpha`` (0 = iwae, 1 = elbo); ``num_particles`` is k.
+``rws``          :class:`~aevb.inference.objectives.wakesleep.ReweightedWakeSleep`: reweighted wake-sleep
+                 (Bornschein & Bengio 2015) per datapoint, k = ``num_particles``; the guide's
+                 update mixes wake and sleep phases by ``rws_insomnia``. No pathwise gradient,
+                 so discrete latents (a sigmoid belief net) train as well as Gaussian ones.
+``wake-sleep``   the Helmholtz machine's algorithm (Hinton et al. 1995): ``rws`` with the guide
+                 trained on dreams only (insomnia 0); k = 1 is the classic.
+``mmd``          :class:`~aevb.inference.objectives.mmd.MMDObjective`: MMD-VAE / InfoVAE (Zhao et al. 2019),
+                 reconstruction minus λ·N·MMD² of aggregate posterior and prior, λ = ``mmd_scale``.
+``infovae``      :class:`~aevb.inference.objectives.mmd.InfoVAEObjective`: InfoVAE's α, λ family
+                 (Zhao et al. 2019, eq. 6): (1 - α)·KL per datapoint, (α + λ - 1)·N·MMD²;
+                 α = 0, λ = 1 is the ELBO, α = 1 is ``mmd`` (``info_alpha``, ``info_lambda``).
+``score``        :class:`~pyro.infer.TraceGraph_ELBO` on a guide whose latents are made
+                 non-reparameterizable: the score-function (REINFORCE) gradient (Williams 1992;
+                 the estimator the paper compares against, section 2.4 and Figure 2).
+===============  ==========================================================================
 
 ``elbo`` and ``meanfield`` are the subclasses of :mod:`aevb.inference.objectives.syncfree`, whose
 ``differentiable_loss`` gives Pyro's value and gradient without reading numbers back from the

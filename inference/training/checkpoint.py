@@ -44,6 +44,8 @@ def atomic_write_bytes(path: Path, write) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a temporary file renamed over it): a reader never sees half a
+    file."""
     atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
@@ -68,6 +70,7 @@ def remove_temporaries(folder: Path) -> list[Path]:
 
 
 def rng_state() -> dict[str, Any]:
+    """The random states a checkpoint holds: torch's (and CUDA's) and Python's."""
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -75,6 +78,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the random states of :func:`rng_state`."""
     torch.set_rng_state(state["torch"])
     random.setstate(_as_tuple(state["python"]))
     if "cuda" in state and torch.cuda.is_available():
@@ -118,6 +122,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def latest_checkpoint(run_dir: Path) -> Path:
+    """The newest checkpoint of a run folder (by epoch)."""
     found = list_checkpoints(run_dir)
     if not found:
         raise CheckpointError(f"no checkpoint in {Path(run_dir) / CHECKPOINT_DIR}; "

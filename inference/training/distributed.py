@@ -57,6 +57,7 @@ SINGLE = DistContext()
 
 
 def launched_by_torchrun() -> bool:
+    """Whether this process is a rank that ``torchrun`` started."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
 
 
@@ -97,6 +98,7 @@ def rank_device(device: torch.device, ctx: DistContext) -> torch.device:
 
 
 def shutdown(ctx: DistContext) -> None:
+    """Tear the process group down after training (a no-op in one process)."""
     if ctx.active and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
@@ -112,6 +114,7 @@ def broadcast(obj, ctx: DistContext):
 
 
 def mean_over_ranks(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """The mean of a number over all ranks (itself when not distributed)."""
     if not ctx.active:
         return value
     value = value.clone()
@@ -134,6 +137,7 @@ def shuffle_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def check_batch_size(batch_size: int, ctx: DistContext) -> None:
+    """Refuse a global batch size that the ranks cannot split evenly."""
     if ctx.active and batch_size % ctx.world_size:
         raise ConfigError(f"train.batch_size={batch_size} is the global minibatch and must be a "
                           f"multiple of the {ctx.world_size} ranks; use e.g. "

@@ -49,6 +49,7 @@ LOG_INTERVAL = 50  # steps between progress-bar updates (the only host reads of 
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device of a config's ``device`` (``auto``: CUDA where available, else the CPU)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

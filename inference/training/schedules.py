@@ -18,6 +18,7 @@ SCHEDULES: Registry[Callable[[float], Callable[[int], float]]] = Registry("sched
 
 @SCHEDULES.register("constant")
 def constant(lr: float) -> Callable[[int], float]:
+    """The same learning rate every epoch."""
     return lambda epoch: lr
 
 
@@ -39,4 +40,5 @@ def burda_passes(last_stage: int = 7) -> int:
 
 @SCHEDULES.register("burda")
 def burda(lr: float) -> Callable[[int], float]:
+    """Burda et al. (2016)'s schedule: lr·10^(−i/7) for 3^i passes, i = 0..7."""
     return lambda epoch: lr * 10 ** (-burda_stage(epoch) / 7)
