@@ -1,0 +1,258 @@
+"""Docs that cannot rot: the site builds with warnings as errors and loads in a real headless
+browser; every command in the README and the guides runs, with small settings, as written
+(as Pyro's ``test_examples.py`` runs its examples); every CLI subcommand and every notebook is
+documented."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aevb.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+#: the pages whose shell commands a user runs as written
+PAGES = [ROOT / "README.md", DOCS / "getting-started.md", *sorted((DOCS / "guides").glob("*.md")),
+         DOCS / "sweeps.md", DOCS / "uses.md", DOCS / "runs.md"]
+#: commands run elsewhere, each with the test that runs it
+ELSEWHERE = {
+    "git clone": "CI itself (it runs on a fresh clone)",
+    "make": "CI itself (.ci/run runs `make test`; a fresh clone runs `make train`)",
+    "torchrun": "tests/test_distributed.py (the same launch through `aevb train --nproc 2`)",
+    "--nproc": "tests/test_distributed.py::test_only_rank_zero_writes_one_run_folder",
+    "mlflow ui": "MLflow's own command (tests/test_sweeps.py reads such a store back with "
+                 "MLflow's client)",
+    "--executor ray": "tests/test_sweeps.py::test_ray_cluster_retries_a_killed_run_which_"
+                      "resumes_and_the_table_is_local_s (a real local Ray cluster)",
+}
+SMALL_TRAIN = ["train.epochs=1", "data.train_size=300", "data.test_size=40",
+               "data.validation_size=40", "eval.num_samples=3", "train.tensorboard=false",
+               "train.batch_size=50"]
+SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(page, command) for every shell command in a fenced bash block of :data:`PAGES`."""
+    out = []
+    for page in PAGES:
+        for block in re.findall(r"```(?:bash|sh)\n(.*?)```", page.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = re.sub(r"\s+#\s.*$", "", line).strip()
+                if line and not line.startswith("#"):
+                    out.append((page.relative_to(ROOT).as_posix(), line))
+    return out
+
+
+COMMANDS = sorted({c: p for p, c in reversed(documented_commands())}.items(),
+                  key=lambda item: item[0])  # each command once (the first page that shows it)
+COMMANDS = [(page, command) for command, page in COMMANDS]
+
+
+def _elsewhere(command: str) -> str | None:
+    return next((why for key, why in ELSEWHERE.items()
+                 if command.startswith(key) or f" {key}" in command), None)
+
+
+def small(argv: list[str], ws: Path) -> list[str]:
+    """The documented ``aevb`` command with small settings in the workspace ``ws``: run
+    folders under ``ws``, one epoch on 300 images, a few importance samples."""
+    def run_path(arg: str) -> str:
+        name = Path(arg).name
+        target = ws / "runs" / name
+        return str(target if target.exists() else ws / "runs" / (
+            "m2-run" if "m2" in name else "first"))
+
+    command, rest = argv[0], argv[1:]
+    out: list[str] = [command]
+    i = 0
+    while i < len(rest):
+        a = rest[i]
+        nxt = rest[i + 1] if i + 1 < len(rest) else None
+        if a in ("--run-dir", "--out") and nxt is not None:
+            out += [a, str(ws / "out" / Path(nxt).name)]
+            i += 2
+            continue
+        if a == "--resume" and nxt is not None:
+            out += [a, run_path(nxt)]
+            i += 2
+            continue
+        if a == "--device":
+            out += [a, "cpu"]
+            i += 2
+            continue
+        if a == "--data" and nxt is not None:
+            out += [a, str(ws / nxt)]
+            i += 2
+            continue
+        if a in ("--num-samples", "--repeats", "--refine", "--steps") and nxt is not None:
+            out += [a, "3"]
+            i += 2
+            continue
+        if a.startswith("--mlflow") and "sqlite:///" in (nxt or ""):
+            out += [a, f"sqlite:///{ws / 'mlflow.db'}"]
+            i += 2
+            continue
+        if command in ("experiment", "semisupervised") and a in ("--labels", "--seeds", "--epochs"):
+            i += 2  # replaced below
+            continue
+        if a.startswith("model=") and a.endswith(".py:GMVAE"):
+            a = f"model={ROOT / a.split('=', 1)[1]}"
+        if a.startswith("model=my_models.py"):
+            a = f"model={ws / 'my_models.py'}:{a.split(':')[1]}"
+        if a.startswith("runs/") or a == "RUN_DIR":
+            a = run_path(a)
+        if re.match(r"^train\.epochs=\d+$", a):
+            a = "train.epochs=2"
+        out.append(a)
+        i += 1
+    if command == "train":
+        resumed = "--resume" in out
+        out += ["--no-progress"] + ([] if resumed else
+                                    [s for s in SMALL_TRAIN if not any(
+                                        o.startswith(s.split("=")[0] + "=") for o in out)])
+        if "--run-dir" not in out and not resumed:
+            out += ["--run-dir", str(ws / "out" / f"run-{abs(hash(tuple(argv)))}")]
+    elif command == "evaluate":
+        out += ["--test-size", "20", "--no-progress", "--out", str(ws / "out" / "ev.json")]
+        if "--num-samples" not in out:
+            out += ["--num-samples", "3"]
+    elif command == "impute":
+        out += ["--steps", "3", "--images", "4", "--out", str(ws / "out" / "impute.png")]
+    elif command == "diagnose":
+        out += ["--repeats", "3", "--batch-size", "20", "--out", str(ws / "out" / "d.json")]
+    elif command == "experiment":
+        out += ["--labels", "20", "--seeds", "1", "--epochs", "1", "--train-size", "300",
+                "--test-size", "40", "--device", "cpu", "--no-progress"]
+        if "mnist" in out and SHARED_MNIST.is_dir():
+            out += ["--data-dir", str(SHARED_MNIST)]
+    elif command == "sweep":
+        out += [s for s in SMALL_TRAIN if s != "train.epochs=1"] + [
+            "train.epochs=1", "--no-progress", "--device", "cpu", "model.hidden_sizes=[32]"]
+        out = [re.sub(r"^seed=\d+:\d+$", "seed=0", o) for o in out]  # one seed per cell
+        if "--workers" in out:
+            out[out.index("--workers") + 1] = "2"
+    return out
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    """A workspace: a trained tiny VAE (``runs/first``), a tiny M2 (``runs/m2-run``), an image
+    folder (``my_images/``) and a model file registering ``my_vae`` (``my_models.py``)."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.conftest import _fashion_dir
+
+    fashion_dir = _fashion_dir()
+    if fashion_dir is None:
+        pytest.skip("Fashion-MNIST not found")
+    ws = tmp_path_factory.mktemp("docs-commands")
+    for name, extra in (("first", ["--config", "vae_fashion"]), ("m2-run", ["--spec", "m2"])):
+        assert main(["train", *extra, "--run-dir", str(ws / "runs" / name), "--no-progress",
+                     "--device", "cpu", "--data-dir", str(fashion_dir), *SMALL_TRAIN]) == 0
+    (ws / "my_images").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        Image.fromarray((rng.random((28, 28)) * 255).astype("uint8")).save(
+            ws / "my_images" / f"{i}.png")
+    (ws / "my_models.py").write_text(
+        "from aevb.models import VAE, register_model\n\n\n"
+        "@register_model(\"my_vae\")\nclass MyVAE(VAE):\n    \"\"\"The paper's VAE.\"\"\"\n")
+    return ws
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("page, command", COMMANDS, ids=[c for _, c in COMMANDS])
+def test_every_documented_command_runs(page, command, ws, monkeypatch):
+    why = _elsewhere(command)
+    if why:
+        pytest.skip(f"run by {why}")
+    argv = shlex.split(command)
+    if argv[0] != "aevb":
+        pytest.fail(f"{page}: {command!r} is neither an aevb command nor listed in ELSEWHERE")
+    if "mnist" in argv and "fashion-mnist" not in argv and not SHARED_MNIST.is_dir():
+        pytest.skip("needs the full MNIST (../shared/data/mnist)")
+    args = small(argv[1:], ws)
+    monkeypatch.chdir(ws)
+    if any("my_models.py" in a for a in args):  # registers a name: in a process of its own
+        done = subprocess.run([sys.executable, "-m", "aevb.cli", *args], capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, f"{page}: {command}\n{done.stderr[-2000:]}"
+        return
+    assert main(args) == 0, f"{page}: {command} (run as aevb {' '.join(args)})"
+
+
+def test_every_subcommand_and_notebook_is_documented():
+    documented = {shlex.split(c)[1] for _, c in COMMANDS if c.startswith("aevb ")}
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    missing = sorted(set(sub.choices) - documented)
+    assert not missing, f"document these commands in the README or a guide: {missing}"
+    index = (DOCS / "index.md").read_text()
+    for notebook in (ROOT / "notebooks").glob("*.ipynb"):
+        assert f"tutorials/{notebook.stem}" in index, f"list {notebook.name} in docs/index.md"
+
+
+# -- the site --------------------------------------------------------------------------------
+def _browser():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            driver = shutil.which("chromedriver")
+            return path, driver
+    return None, None
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The site built as ``make docs`` builds it: warnings are errors, the notebooks run."""
+    pytest.importorskip("sphinx")
+    out = tmp_path_factory.mktemp("site")
+    done = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b",
+                           "html", str(DOCS), str(out)], capture_output=True, text=True,
+                          timeout=1200, env=os.environ | {"AEVB_SMALL": "1"})
+    assert done.returncode == 0, done.stderr[-4000:]
+    return out
+
+
+@pytest.mark.data
+def test_the_site_builds_and_loads_in_a_headless_browser(site):
+    assert (site / "index.html").is_file() and (site / "api.html").is_file()
+    assert (site / "tutorials" / "vae_quickstart.html").is_file()
+    browser, driver = _browser()
+    if browser is None or driver is None:
+        msg = "Chromium not found (apt-get install chromium chromium-driver)"
+        if os.environ.get("AEVB_REQUIRE_DATA") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    chrome = webdriver.Chrome(service=Service(driver), options=options)
+    try:
+        chrome.get((site / "index.html").as_uri())
+        assert "aevb" in chrome.title
+        assert "Getting started" in chrome.page_source
+        chrome.get((site / "api.html").as_uri())
+        assert "aevb.sweeps" in chrome.page_source and "API reference" in chrome.title
+        pages = ["results/semisupervised-mnist.html", "results/amortization.html"]
+        for page in pages:
+            chrome.get((site / page).as_uri())
+            images = chrome.execute_script(
+                "return Array.from(document.images).filter(i => i.closest('article'))"
+                ".map(i => [i.src, i.complete && i.naturalWidth > 0]);")
+            assert len(images) >= 2, (page, images)
+            assert all(ok for _, ok in images), (page, images)
+    finally:
+        chrome.quit()
