@@ -25,7 +25,7 @@ SMOKE_ARGS = {
     "kingma_welling.py": ["--z-dims", "3", "--samples-evaluated", "400", "--track-size", "50",
                           "--samples", "3", "--train-size", "200", "--test-size", "20", "--out",
                           "{tmp}/kw", "--no-progress"],
-    "sweep.py": ["--parts", "overhead", "--rounds", "1", "--cells", "2", "--train-size", "200",
+    "sweep.py": ["--parts", "overhead", "--rounds", "1", "--cells", "1", "--train-size", "200",
                  "--epochs", "1"],
     "zoo.py": ["--rows", "vae,sbn_ws,vqvae", "--epochs", "1", "--samples", "10", "--train-size",
                "600", "--test-size", "20", "--out", "{tmp}/zoo", "--no-progress"],

@@ -151,6 +151,12 @@ def test_the_catalog_of_names_is_the_registries():
                   "optim.schedule": SCHEDULES, "data.name": DATASETS, "model.network": NETWORKS,
                   "model.activation": ACTIVATIONS, "model.likelihood": FAMILIES,
                   "model.posterior": POSTERIORS, "model.name": MODELS}
+    def shipped(registry) -> list[str]:  # leaving out what the tests register for themselves
+        entries = getattr(registry, "entries", {name: None for name in registry})
+        return sorted(name for name, obj in entries.items() if obj is None or not (
+            getattr(obj, "__module__", None) or type(obj).__module__).startswith(
+                ("tests.", "test_")))
+
     assert set(registries) == set(catalog.NAMES)
     for key, registry in registries.items():
-        assert sorted(catalog.NAMES[key][1]) == sorted(registry), key
+        assert sorted(catalog.NAMES[key][1]) == shipped(registry), key

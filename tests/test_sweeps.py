@@ -139,13 +139,13 @@ def test_a_bad_cell_is_refused_before_any_folder_is_written(fashion_dir, tmp_pat
 def test_processes_executor_through_the_api_writes_the_local_table(fashion_dir, tmp_path):
     import aevb
 
-    tokens = ["elbo=elbo,iwae", "seed=0:2"]
+    tokens = ["elbo=elbo,iwae", "seed=0"]
     local = grid_sweep(tmp_path / "local", fashion_dir, tokens).run(progress=False)
     grid = dict(t.split("=", 1) for t in tiny(fashion_dir)) | {"elbo": ["elbo", "iwae"],
-                                                               "seed": range(2)}
+                                                               "seed": range(1)}
     pool = aevb.sweep("vae_fashion", grid, out=tmp_path / "pool", reference={"elbo": "elbo"},
                       executor="processes", workers=2, progress=False)
-    assert pool == local
+    assert repr(pool) == repr(local)  # (nan, the interval of one seed, is not equal to itself)
     assert (tmp_path / "pool" / "results.csv").read_text() == (
         tmp_path / "local" / "results.csv").read_text()
     with pytest.raises(ConfigError, match="--workers 0"):
