@@ -245,7 +245,10 @@ def test_the_site_builds_and_loads_in_a_headless_browser(site):
         assert "aevb" in chrome.title
         assert "Getting started" in chrome.page_source
         chrome.get((site / "api.html").as_uri())
-        assert "aevb.sweeps" in chrome.page_source and "API reference" in chrome.title
+        assert "API reference" in chrome.title
+        assert "aevb.models" in chrome.page_source and "aevb.inference" in chrome.page_source
+        chrome.get((site / "_autosummary" / "aevb.sweeps.engine.html").as_uri())
+        assert "Sweep" in chrome.page_source and "TrainTask" in chrome.page_source
         pages = ["results/semisupervised-mnist.html", "results/amortization.html"]
         for page in pages:
             chrome.get((site / page).as_uri())
