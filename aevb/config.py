@@ -351,15 +351,13 @@ def _check_catalog(cfg: Config) -> None:
 
     if not catalog.authoritative():
         return
+    import operator
+
     name = cfg.model.name
     reference = ".py:" in name or name.endswith(".py") or name.startswith(OBJECT_PREFIX)
-    values = {"elbo": cfg.elbo, "optim.name": cfg.optim.name, "train.engine": cfg.train.engine,
-              "optim.schedule": cfg.optim.schedule, "data.name": cfg.data.name,
-              "model.network": cfg.model.network, "model.activation": cfg.model.activation,
-              "model.likelihood": cfg.model.likelihood, "model.posterior": cfg.model.posterior,
-              "model.name": None if reference else name}
-    for key, value in values.items():
-        message = catalog.unknown(key, value)
+    for key in catalog.NAMES:
+        value = operator.attrgetter(key)(cfg)
+        message = catalog.unknown(key, None if key == "model.name" and reference else value)
         if message:
             raise ConfigError(message)
 

@@ -281,7 +281,7 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, final_evaluation: bool, ctx:
     distributed.shutdown(ctx)
     if ctx.active and device.type == "cpu":  # the other ranks are gone: rank 0 takes the cores
         torch.set_num_threads(len(os.sched_getaffinity(0)))
-    if final_evaluation and ctx.is_main and not (finished and _evaluated(run_dir, cfg,
+    if final_evaluation and ctx.is_main and not (finished and evaluated(run_dir, cfg,
                                                                          start_epoch)):
         split_name, split = evaluation_split(data)
         # the pictures first: they take seconds, the k-sample evaluation minutes to an hour
@@ -307,16 +307,17 @@ def tracked_splits(data: DataBundle, cfg: Config) -> dict[str, Split]:
     return out
 
 
-def _evaluated(run_dir: Path, cfg: Config, epoch: int) -> bool:
+def evaluated(run_dir: Path, cfg: Config, epoch: int, pictures: bool = True) -> bool:
     """Whether ``evaluation.json`` already holds the final evaluation of epoch ``epoch`` with
-    the configured samples (a resume of a finished run has nothing to redo)."""
+    the configured samples (a resume of a finished run has nothing to redo), and, with
+    ``pictures``, the pictures were written too."""
     try:
         result = json.loads((run_dir / "evaluation.json").read_text())
     except (OSError, ValueError):
         return False
     return (result.get("epochs_trained") == epoch
             and result.get("num_samples") == cfg.eval.num_samples
-            and (run_dir / "samples.png").is_file())
+            and (not pictures or (run_dir / "samples.png").is_file()))
 
 
 def saved_config(run_dir: Path, checkpoint: Path | None = None) -> dict:

@@ -32,15 +32,20 @@ def _artifact_root(uri: str) -> str | None:
     return None
 
 
-def prepare(uri: str, experiment: str, client=None) -> str:
-    """The id of ``experiment`` in the store at ``uri``, created (and the store's schema with
-    it) where missing. A sweep's driver calls it before its runs start, so that parallel runs
-    do not race to create one SQLite store's tables."""
+def _client(uri: str):
+    """MLflow's client of the store at ``uri`` (a one-line error without MLflow)."""
     try:
         from mlflow.tracking import MlflowClient
     except ImportError:
         raise ConfigError("tracking.mlflow needs MLflow: pip install 'aevb[mlflow]'") from None
-    client = client or MlflowClient(tracking_uri=uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def prepare(uri: str, experiment: str, client=None) -> str:
+    """The id of ``experiment`` in the store at ``uri``, created (and the store's schema with
+    it) where missing. A sweep's driver calls it before its runs start, so that parallel runs
+    do not race to create one SQLite store's tables."""
+    client = client or _client(uri)
     found = client.get_experiment_by_name(experiment)
     if found is not None:
         return found.experiment_id
@@ -61,16 +66,13 @@ class MLflowTracker:
         uri = cfg.tracking.mlflow
         if not uri:
             return None
-        try:
-            from mlflow.exceptions import MlflowException
-            from mlflow.tracking import MlflowClient
-        except ImportError:
-            raise ConfigError("tracking.mlflow needs MLflow: pip install 'aevb[mlflow]'") from None
+        client = _client(uri)
+        from mlflow.exceptions import MlflowException
+
         from aevb.config import to_dict
         from aevb.inference.training.checkpoint import atomic_write_text
         from aevb.resume import flatten
 
-        client = MlflowClient(tracking_uri=uri)
         record = run_dir / "mlflow.json"
         params = {k: str(v) for k, v in flatten(to_dict(cfg)).items() if k != "tracking.tags"}
         saved = json.loads(record.read_text()) if record.is_file() else {}

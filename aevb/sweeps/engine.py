@@ -61,18 +61,17 @@ def run_figures(run_dir: Path) -> dict:
     return figures
 
 
-def _finished(run_dir: Path, epochs: int, num_samples: int, evaluate: bool) -> bool:
-    if not evaluate:
-        from aevb.inference.training import list_checkpoints
-        from aevb.inference.training.checkpoint import checkpoint_epoch
+def _finished(run_dir: Path, cfg, evaluate: bool) -> bool:
+    """Whether the cell's run has trained all its epochs and (``evaluate``) been evaluated."""
+    if evaluate:
+        from aevb.runs import evaluated
 
-        checkpoints = list_checkpoints(run_dir)
-        return bool(checkpoints) and checkpoint_epoch(checkpoints[-1]) >= epochs
-    try:
-        ev = json.loads((run_dir / "evaluation.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return ev.get("epochs_trained") == epochs and ev.get("num_samples") == num_samples
+        return evaluated(run_dir, cfg, cfg.train.epochs, pictures=False)
+    from aevb.inference.training import list_checkpoints
+    from aevb.inference.training.checkpoint import checkpoint_epoch
+
+    checkpoints = list_checkpoints(run_dir)
+    return bool(checkpoints) and checkpoint_epoch(checkpoints[-1]) >= cfg.train.epochs
 
 
 @dataclass
@@ -110,7 +109,7 @@ class TrainTask:
 
         cfg = self.load()
         run_dir = Path(self.run_dir)
-        if not _finished(run_dir, cfg.train.epochs, cfg.eval.num_samples, self.evaluate):
+        if not _finished(run_dir, cfg, self.evaluate):
             resume = run_dir.is_dir() and bool(contents(run_dir))
             train(cfg, run_dir, resume=resume, final_evaluation=self.evaluate)
         return {"coordinates": self.coordinates, "figures": run_figures(run_dir)}
@@ -161,6 +160,11 @@ class Sweep:
         if clash:
             raise ConfigError(f"{', '.join(clash)} is both an axis and a fixed override")
 
+    @property
+    def mlflow_experiment(self) -> str:
+        """The MLflow experiment of the sweep's runs (default: the folder's name)."""
+        return self.experiment or self.out.name
+
     # -- the grid -----------------------------------------------------------------------------
     @property
     def by(self) -> list[str]:
@@ -176,7 +180,7 @@ class Sweep:
         all cells, before torch is imported, then the checks that need it)."""
         tracking = {}
         if self.mlflow:
-            tracking = {"mlflow": self.mlflow, "experiment": self.experiment or self.out.name}
+            tracking = {"mlflow": self.mlflow, "experiment": self.mlflow_experiment}
         out = []
         for cell in self.cells():
             coordinates = cell.coords
@@ -235,7 +239,7 @@ class Sweep:
         if self.mlflow:
             from aevb.tracking import prepare
 
-            prepare(self.mlflow, tasks[0].tracking["experiment"])
+            prepare(self.mlflow, self.mlflow_experiment)
         results = execute(tasks, executor or Local(), progress)
         return self.write_table(results)
 
