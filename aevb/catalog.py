@@ -16,7 +16,7 @@ NAMES: dict[str, tuple[str, tuple[str, ...]]] = {
     "elbo": ("objective", ("elbo", "infovae", "iwae", "meanfield", "mmd", "renyi", "rws",
                            "score", "wake-sleep")),
     "optim.name": ("optimizer", ("adagrad", "adam")),
-    "train.engine": ("engine", ("fast", "svi")),
+    "train.engine": ("engine", ("fast", "graphed", "svi")),
     "optim.schedule": ("schedule", ("burda", "constant")),
     "data.name": ("dataset", ("array", "fashion-mnist", "frey-face", "images", "mnist")),
     "model.network": ("network", ("conv", "mlp")),

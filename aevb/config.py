@@ -112,7 +112,8 @@ class TrainConfig:
     """How training runs (epochs, batches, progress, checkpoints, the engine).
 
     :param engine: ``fast`` (default: differentiable_loss + a foreach torch optimizer,
-        validation off in the loop) or ``svi`` (Pyro's ``SVI`` + ``PyroOptim``); see
+        validation off in the loop), ``graphed`` (the fast step replayed from CUDA graphs; CUDA
+        and Adam only) or ``svi`` (Pyro's ``SVI`` + ``PyroOptim``); see
         :mod:`aevb.inference.training.engines`."""
 
     epochs: int = 10
@@ -444,8 +445,12 @@ def _check_names(cfg: Config, data_source=None) -> None:
     _check_name("optim.name", cfg.optim.name, OPTIMIZERS)
     _check_name("train.engine", cfg.train.engine, ENGINES)
     _check_name("optim.schedule", cfg.optim.schedule, SCHEDULES)
-    if cfg.optim.schedule != "constant" and cfg.train.engine != "fast":
+    if cfg.optim.schedule != "constant" and cfg.train.engine not in ("fast", "graphed"):
         raise ConfigError(f"optim.schedule={cfg.optim.schedule} needs train.engine=fast")
+    if cfg.train.engine == "graphed" and (cfg.optim.name != "adam" or cfg.device.startswith(
+            ("cpu", "mps")) or (cfg.device == "auto" and not torch.cuda.is_available())):
+        raise ConfigError("train.engine=graphed captures CUDA graphs: it needs optim.name=adam "
+                          "and a CUDA device; use train.engine=fast here")
     if data_source is None:
         _check_name("data.name", cfg.data.name, DATASETS)
         data_source = DATASETS.get(cfg.data.name)

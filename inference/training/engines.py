@@ -7,6 +7,14 @@
            validation is off inside the epoch (the trainer's dry run, ``prepare_objective``,
            validated the model and guide once with it on, and the data was checked on load),
            and the loss stays on the device: the host reads it once per log interval.
+``graphed`` The fast step captured in CUDA graphs (CUDA only, Adam only): after a first eager
+           step of a batch shape, a second runs eagerly on a side stream and the step is
+           captured; every later batch of that shape is copied into the graph's input buffers
+           and the whole step (model, guide, objective, ``backward``, Adam) replays with no
+           Python at all. On a GPU the Pyro bookkeeping of a small network's step costs more
+           than its kernels; replay removes it. A change of learning rate, KL weight or batch
+           weight runs eagerly and re-captures; an objective that cannot be captured (one that
+           reads a tensor back to the host) falls back to eager steps, with one warning.
 ``svi``    Pyro's reference path: :class:`pyro.infer.SVI` with a :class:`pyro.optim.PyroOptim`
            (one torch optimizer per parameter), validation as configured, and the loss read
            to the host (``SVI.step`` returns a float) every step.
@@ -89,10 +97,13 @@ class Engine:
     def state_dict(self) -> dict:
         return {"engine": self.name, "state": self.optimizer_state()}
 
+    #: engines whose saved optimizer state this one loads (the same torch optimizer)
+    reads: frozenset[str] = frozenset()
+
     def load_state_dict(self, payload: dict) -> None:
         if "engine" not in payload:  # a plain torch optimizer state (older checkpoints)
             payload = {"engine": "fast", "state": payload}
-        if payload["engine"] != self.name:
+        if payload["engine"] != self.name and payload["engine"] not in self.reads:
             raise ConfigError(f"this checkpoint's optimizer state was written by "
                               f"train.engine={payload['engine']}; resume with "
                               f"train.engine={payload['engine']}")
@@ -127,6 +138,9 @@ class FastEngine(Engine):
     gradients during ``backward``."""
 
     name = "fast"
+    reads = frozenset({"graphed"})
+    #: extra keyword arguments of the torch optimizer
+    optimizer_options: dict = {}
 
     def __init__(self, model, objective, optimizer, lr, weight_decay=0.0, ctx=SINGLE, eps=None):
         super().__init__(model, objective, optimizer, lr, weight_decay, ctx, eps)
@@ -139,7 +153,7 @@ class FastEngine(Engine):
                 self.loss, device_ids=[ctx.local_rank] if on_gpu else None,
                 gradient_as_bucket_view=True)
         self.optimizer = build_optimizer(optimizer, model.parameters(), lr, weight_decay,
-                                         foreach=True, eps=eps)
+                                         foreach=True, eps=eps, **self.optimizer_options)
         # one process: no module hooks to run, so skip nn.Module.__call__'s dispatch
         self._loss = self.loss if ctx.active else self.loss.forward
 
@@ -165,6 +179,158 @@ class FastEngine(Engine):
 
     def load_optimizer_state(self, state):
         self.optimizer.load_state_dict(state)
+
+
+def _signature(batch: Batch) -> tuple:
+    """What a captured step is specialised to: shapes, dtypes, which fields a batch carries,
+    and N (the plate's N/M scale is a Python number inside the graph)."""
+    def of(t):
+        return None if t is None else (tuple(t.shape), t.dtype)
+    return of(batch.x), of(batch.y), of(batch.index), batch.num_data
+
+
+class _Captured:
+    """One captured step: its input buffers and the replay that returns its loss."""
+
+    def __init__(self, batches: tuple[Batch, ...]):
+        def static(t):
+            return None if t is None else t.clone()
+        self.batches = tuple(Batch(static(b.x), static(b.y), static(b.index), b.num_data)
+                             for b in batches)
+        self.replay = None
+
+    def load(self, batches: tuple[Batch, ...]) -> None:
+        for ours, theirs in zip(self.batches, batches, strict=True):
+            for a, b in ((ours.x, theirs.x), (ours.y, theirs.y), (ours.index, theirs.index)):
+                if a is not None:
+                    a.copy_(b, non_blocking=True)
+
+
+@ENGINES.register("graphed")
+class GraphedEngine(FastEngine):
+    """:class:`FastEngine`'s step replayed from CUDA graphs (``torch.cuda.CUDAGraph``).
+
+    A step is specialised to its key: the batches' :func:`_signature`, the batch weight, the
+    KL weight, and the optimizer's hyperparameters (Python numbers that a graph bakes in). The
+    first step of a key runs eagerly; the second runs eagerly on a side stream (the warm-up
+    that CUDA graph capture needs) and is then captured; every later one copies its batches
+    into the graph's buffers and replays it. Random draws inside the graph advance with every
+    replay (PyTorch's graph-safe Philox state), so each replay draws fresh noise. Adam is
+    built with ``capturable=True`` (its step counter lives on the device). Graphs of a key that
+    can no longer occur (another learning rate or KL weight) are dropped; at most
+    :attr:`max_graphs` are kept. Sharded (data-parallel) steps run eagerly."""
+
+    name = "graphed"
+    reads = frozenset({"fast"})
+    optimizer_options = {"capturable": True}
+    max_graphs = 4
+
+    def __init__(self, model, objective, optimizer, lr, weight_decay=0.0, ctx=SINGLE, eps=None):
+        if optimizer != "adam":
+            raise ConfigError(f"train.engine=graphed needs optim.name=adam (capturable); "
+                              f"{optimizer} trains with train.engine=fast")
+        if ctx.active:
+            raise ConfigError("train.engine=graphed trains in one process; data-parallel "
+                              "training uses train.engine=fast")
+        super().__init__(model, objective, optimizer, lr, weight_decay, ctx, eps)
+        self._check_device(next(model.parameters()).device)
+        self._graphs: dict[tuple, _Captured] = {}
+        self._seen: set[tuple] = set()
+        self._pool = None
+        self.captures = 0  # how many graphs were captured (for tests and benchmarks)
+        self.replays = 0
+        self.eager_only = False
+
+    @staticmethod
+    def _check_device(device: torch.device) -> None:
+        if device.type != "cuda":
+            raise ConfigError("train.engine=graphed needs a CUDA device (--device cuda); on "
+                              "this device use train.engine=fast")
+
+    def _key(self, batches, weight) -> tuple:
+        handler = self.objective.kl_weight
+        hyper = tuple((g["lr"], g["weight_decay"], g.get("eps")) for g in self.optimizer.param_groups)
+        return (tuple(_signature(b) for b in batches), weight,
+                None if handler is None else handler.weight, hyper)
+
+    def step(self, *batches: Batch, weight: float = 1.0) -> torch.Tensor:
+        if self.eager_only:
+            return super().step(*batches, weight=weight)
+        key = self._key(batches, weight)
+        captured = self._graphs.get(key)
+        if captured is not None:
+            captured.load(batches)
+            self.replays += 1
+            return captured.replay().clone()
+        if key not in self._seen:  # first of its key: eager
+            self._forget(key)
+            self._seen.add(key)
+            return super().step(*batches, weight=weight)
+        return self._warm_up_and_capture(key, batches, weight)
+
+    def _forget(self, key: tuple) -> None:
+        """Drop graphs and keys of other hyperparameters (they cannot come back unchanged
+        often enough to pay for their memory), and the oldest beyond :attr:`max_graphs`."""
+        stale = [k for k in self._graphs if k[1:] != key[1:]]
+        for k in stale:
+            del self._graphs[k]
+        self._seen = {k for k in self._seen if k[1:] == key[1:]}
+        while len(self._graphs) >= self.max_graphs:
+            del self._graphs[next(iter(self._graphs))]
+
+    def _warm_up_and_capture(self, key, batches, weight) -> torch.Tensor:
+        captured = _Captured(batches)
+        loss = self._warm_up(lambda: FastEngine.step(self, *batches, weight=weight))
+
+        def step() -> torch.Tensor:
+            self.optimizer.zero_grad(set_to_none=True)
+            out = self._loss(*captured.batches, weight=weight)
+            out.backward()
+            self.optimizer.step()
+            return out.detach()
+        try:
+            captured.replay = self._capture(step)
+        except Exception as error:  # noqa: BLE001 - any capture failure: train eagerly instead
+            import warnings
+
+            self.eager_only = True
+            self.optimizer.zero_grad(set_to_none=True)
+            warnings.warn(f"train.engine=graphed: this objective cannot be captured in a CUDA "
+                          f"graph ({type(error).__name__}: {str(error).splitlines()[0]}); "
+                          f"training on with eager steps (train.engine=fast)", stacklevel=2)
+            return loss
+        self._graphs[key] = captured
+        self.captures += 1
+        return loss
+
+    def _warm_up(self, step):
+        """One real step on a side stream (lazy CUDA state is created outside the capture)."""
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            loss = step()
+        torch.cuda.current_stream().wait_stream(stream)
+        return loss
+
+    def _capture(self, step):
+        """Capture ``step`` (it does not run) and return its replay, which runs it and returns
+        the loss tensor the capture allocated."""
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        self.optimizer.zero_grad(set_to_none=True)  # gradients come from the graph's pool
+        with torch.cuda.graph(graph, pool=self._pool):
+            loss = step()
+
+        def replay() -> torch.Tensor:
+            graph.replay()
+            return loss
+        return replay
+
+    def load_optimizer_state(self, state):
+        super().load_optimizer_state(state)
+        self._graphs.clear()
+        self._seen.clear()
 
 
 @ENGINES.register("svi")
