@@ -1,33 +1,35 @@
 """Training engines: how one stochastic-gradient step on the objective is taken (``train.engine``).
 
-=========  =====================================================================================
-``fast``   The default. ``objective.differentiable_loss(model, guide, batch)`` (Pyro's
-           ``ELBOModule`` pattern), ``backward``, and one multi-tensor (``foreach``) torch
-           optimizer over all of ``model.parameters()``. Pyro's and torch.distributions' argument
-           validation is off inside the epoch (the trainer's dry run, ``prepare_objective``,
-           validated the model and guide once with it on, and the data was checked on load),
-           and the loss stays on the device: the host reads it once per log interval.
-``graphed`` The fast step captured in CUDA graphs (CUDA only, Adam only): after a first eager
-           step of a batch shape, a second runs eagerly on a side stream and the step is
-           captured; every later batch of that shape is copied into the graph's input buffers
-           and the whole step (model, guide, objective, ``backward``, Adam) replays with no
-           Python at all. On a GPU the Pyro bookkeeping of a small network's step costs more
-           than its kernels; replay removes it. A change of learning rate, KL weight or batch
-           weight runs eagerly and re-captures; an objective that cannot be captured (one that
-           reads a tensor back to the host) falls back to eager steps, with one warning.
-``svi``    Pyro's reference path: :class:`pyro.infer.SVI` with a :class:`pyro.optim.PyroOptim`
-           (one torch optimizer per parameter), validation as configured, and the loss read
-           to the host (``SVI.step`` returns a float) every step.
-=========  =====================================================================================
+===========  =====================================================================================
+``fast``     The default. ``objective.differentiable_loss(model, guide, batch)`` (Pyro's
+             ``ELBOModule`` pattern), ``backward``, and one multi-tensor (``foreach``) torch
+             optimizer over all of ``model.parameters()``. Pyro's and torch.distributions' argument
+             validation is off inside the epoch (the trainer's dry run, ``prepare_objective``,
+             validated the model and guide once with it on, and the data was checked on load),
+             and the loss stays on the device: the host reads it once per log interval.
+``graphed``  The fast step captured in CUDA graphs (CUDA only, Adam only): after a first eager
+             step of a batch shape, a second runs eagerly on a side stream and the step is
+             captured; every later batch of that shape is copied into the graph's input buffers
+             and the whole step (model, guide, objective, ``backward``, Adam) replays with no
+             Python at all. On a GPU the Pyro bookkeeping of a small network's step costs more
+             than its kernels; replay removes it. A change of learning rate, KL weight or batch
+             weight runs eagerly and re-captures; an objective that cannot be captured (one that
+             reads a tensor back to the host) falls back to eager steps, with one warning.
+``svi``      Pyro's reference path: :class:`pyro.infer.SVI` with a :class:`pyro.optim.PyroOptim`
+             (one torch optimizer per parameter), validation as configured, and the loss read
+             to the host (``SVI.step`` returns a float) every step.
+===========  =====================================================================================
 
-Both compute the same estimator and the same update — the tests check that their ELBO
-trajectories agree for ``elbo``, ``meanfield`` and ``iwae`` — so ``svi`` is the path to fall back on
+All three compute the same estimator and the same update — the tests check that the ELBO
+trajectories of ``fast`` and ``svi`` agree for ``elbo``, ``meanfield`` and ``iwae``, and that
+``graphed``'s bookkeeping replays ``fast``'s — so ``svi`` is the path to fall back on
 for a model that misbehaves under the fast one (for example one whose parameters are created
 inside ``model()``, which only Pyro's parameter capture sees).
 
 An engine is also what checkpoints store as "the optimizer": ``state_dict`` /
 ``load_state_dict`` carry the optimizer's state and the engine's name, so a checkpoint resumes
-under the engine that wrote it or fails with a message saying which engine to use.
+under the engine that wrote it (``fast`` and ``graphed`` read each other's) or fails with a
+message saying which engine to use.
 """
 
 from __future__ import annotations
