@@ -35,6 +35,7 @@ message saying which engine to use.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Any
 
 import pyro
@@ -161,6 +162,10 @@ class FastEngine(Engine):
 
     def step(self, *batches: Batch, weight: float = 1.0) -> torch.Tensor:
         apply_share()
+        return self._update(batches, weight)
+
+    def _update(self, batches: tuple[Batch, ...], weight: float) -> torch.Tensor:
+        """The update itself: gradients of the weighted loss, one optimizer step."""
         self.optimizer.zero_grad(set_to_none=True)
         loss = self._loss(*batches, weight=weight)
         loss.backward()
@@ -283,18 +288,9 @@ class GraphedEngine(FastEngine):
     def _warm_up_and_capture(self, key, batches, weight) -> torch.Tensor:
         captured = _Captured(batches)
         loss = self._warm_up(lambda: FastEngine.step(self, *batches, weight=weight))
-
-        def step() -> torch.Tensor:
-            self.optimizer.zero_grad(set_to_none=True)
-            out = self._loss(*captured.batches, weight=weight)
-            out.backward()
-            self.optimizer.step()
-            return out.detach()
         try:
-            captured.replay = self._capture(step)
+            captured.replay = self._capture(lambda: self._update(captured.batches, weight))
         except Exception as error:  # noqa: BLE001 - any capture failure: train eagerly instead
-            import warnings
-
             self.eager_only = True
             self.optimizer.zero_grad(set_to_none=True)
             warnings.warn(f"train.engine=graphed: this objective cannot be captured in a CUDA "
