@@ -13,8 +13,9 @@ import sys
 
 #: config key -> (what it names, the shipped registry's names)
 NAMES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "elbo": ("objective", ("elbo", "infovae", "iwae", "meanfield", "mmd", "renyi", "rws",
-                           "score", "wake-sleep")),
+    "elbo": ("objective", ("aae", "elbo", "infovae", "iwae", "meanfield", "mmd", "renyi",
+                           "rws", "score", "wake-sleep")),
+    "info_divergence": ("divergence", ("adversarial", "mmd")),
     "optim.name": ("optimizer", ("adagrad", "adam")),
     "train.engine": ("engine", ("fast", "graphed", "svi")),
     "optim.schedule": ("schedule", ("burda", "constant")),

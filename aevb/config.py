@@ -206,8 +206,13 @@ class Config:
     :param mmd_scale: λ of ``elbo=mmd`` (InfoVAE's MMD weight; Zhao et al. 2019 use 1000).
     :param info_alpha: α of ``elbo=infovae`` in [0, 1] (Zhao et al. 2019, eq. 6): the
         per-datapoint KL's weight is 1 - α.
-    :param info_lambda: λ of ``elbo=infovae``: MMD²(q(z), p(z))'s weight is α + λ - 1
+    :param info_lambda: λ of ``elbo=infovae``: D(q(z) ‖ p(z))'s weight is α + λ - 1
         (α = 0, λ = 1: the ELBO; α = 1: ``elbo=mmd``).
+    :param info_divergence: D of ``elbo=infovae``, a name in
+        :data:`~aevb.inference.objectives.DIVERGENCES`: ``mmd`` (MMD², default) or
+        ``adversarial`` (KL from a critic's density ratio, trained beside the model).
+    :param critic_hidden: the hidden width of the critic (two layers) of ``elbo=aae`` and of
+        ``elbo=infovae info_divergence=adversarial``.
     :param kl: the weight on the KL term (β-VAE, warm-up).
     :param tracking: MLflow tracking (:class:`TrackingConfig`).
     """
@@ -226,6 +231,8 @@ class Config:
     mmd_scale: float = 1000.0
     info_alpha: float = 0.0
     info_lambda: float = 1000.0
+    info_divergence: str = "mmd"
+    critic_hidden: int = 256
     seed: int = 0
     device: str = "auto"
 
@@ -431,7 +438,7 @@ def _check_names(cfg: Config, data_source=None) -> None:
     import torch
 
     from aevb.data import DATASETS
-    from aevb.inference.objectives import OBJECTIVE_OPTIONS, OBJECTIVES
+    from aevb.inference.objectives import DIVERGENCES, OBJECTIVE_OPTIONS, OBJECTIVES
     from aevb.inference.training.engines import ENGINES
     from aevb.inference.training.optim import OPTIMIZERS
     from aevb.inference.training.schedules import SCHEDULES
@@ -482,13 +489,22 @@ def _check_names(cfg: Config, data_source=None) -> None:
     if cfg.model.posterior is not None and cfg.model.posterior not in POSTERIORS:
         raise ConfigError(f"bad value for config key 'model.posterior': {cfg.model.posterior!r} "
                           f"is not one of {', '.join(POSTERIORS)}")
-    for key, owner in OBJECTIVE_OPTIONS.items():
+    for key, owners in OBJECTIVE_OPTIONS.items():
         value = getattr(cfg, key)
-        if value != getattr(Config, key) and cfg.elbo != owner:
+        if value != getattr(Config, key) and cfg.elbo not in owners:
             raise ConfigError(f"config key {key!r} is set, but elbo={cfg.elbo}; it belongs to "
-                              f"elbo={owner}")
-        if value < 0:
+                              f"elbo={' or elbo='.join(owners)}")
+        if isinstance(value, (int, float)) and value < 0:
             raise ConfigError(f"bad value for config key {key!r}: must be >= 0, got {value}")
+    _check_name("info_divergence", cfg.info_divergence, DIVERGENCES)
+    if cfg.critic_hidden < 1:
+        raise ConfigError(f"bad value for config key 'critic_hidden': the critic's width is "
+                          f">= 1, got {cfg.critic_hidden}")
+    if cfg.critic_hidden != Config.critic_hidden and cfg.elbo == "infovae" \
+            and cfg.info_divergence != "adversarial":
+        raise ConfigError("config key 'critic_hidden' is set, but info_divergence="
+                          f"{cfg.info_divergence} trains no critic; add "
+                          "info_divergence=adversarial or leave critic_hidden out")
     if cfg.kl.beta <= 0 or cfg.kl.warmup_epochs < 0 or cfg.kl.start < 0:
         raise ConfigError(f"bad value for config key 'kl.beta' / 'kl.warmup_epochs' / "
                           f"'kl.start': need beta > 0, warmup_epochs >= 0 and start >= 0, got "

@@ -344,7 +344,7 @@ def saved_config(run_dir: Path, checkpoint: Path | None = None) -> dict:
 def objective_from_config(cfg: Config, model, batch) -> Objective:
     """The objective ``cfg`` names (``elbo``, ``num_particles``, its own options, the KL
     weight of ``cfg.kl``) prepared for ``model`` (:func:`~aevb.inference.training.prepare_objective`)."""
-    options = {k: getattr(cfg, k) for k, owner in OBJECTIVE_OPTIONS.items() if owner == cfg.elbo}
+    options = {k: getattr(cfg, k) for k, owners in OBJECTIVE_OPTIONS.items() if cfg.elbo in owners}
     return prepare_objective(cfg.elbo, cfg.num_particles, model, batch,
                              cfg.kl.schedule(), **options)
 

@@ -183,7 +183,7 @@ def main(argv=None) -> None:
             hand.loss(unlabelled, labelled).backward()
             hand_optimizer.step()
 
-    loops = {"aevb (fast engine, TraceEnum_ELBO)": aevb_trial, "hand-written PyTorch": hand_trial}
+    loops = {"aevb (fast engine, SyncFreeTraceEnum_ELBO)": aevb_trial, "hand-written PyTorch": hand_trial}
 
     def timed(loop) -> float:
         t = time.perf_counter()

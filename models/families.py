@@ -51,7 +51,7 @@ class ValueType:
 
     def encode(self, value: torch.Tensor, num_classes: int | None) -> torch.Tensor:
         """The value as a network reads it (float, ``feature_shape`` trailing)."""
-        return value.float() if not value.is_floating_point() else value
+        return value.to(torch.get_default_dtype()) if not value.is_floating_point() else value
 
     def standard(self, value_shape: Shape, num_classes: int | None, like: torch.Tensor):
         """The parameter-free prior (``prior: standard``)."""
@@ -170,7 +170,7 @@ class CategoricalType(ValueType):
         return (num_classes,)
 
     def encode(self, value, num_classes):
-        return F.one_hot(value.long(), num_classes).float()
+        return F.one_hot(value.long(), num_classes).to(torch.get_default_dtype())
 
     def standard(self, value_shape, num_classes, like):
         """The uniform distribution over the classes (Kingma et al. 2014's p(y))."""
@@ -232,14 +232,22 @@ class BernoulliPixels(LeanIndependent):
     r"""Independent :class:`LogitBernoulli` pixels whose ``log_prob`` outside autograd (the
     importance-sampled evaluation) is :math:`\sum_d x_d l_d - \sum_d \operatorname{softplus}(l_d)`:
     the two sums are taken before the subtraction, which then runs on one value per image
-    instead of one per pixel (one pass fewer over the samples x images x pixels logits). The
-    same value as the pixelwise sum (the tests check it)."""
+    instead of one per pixel (one pass fewer over the samples x images x pixels logits). In
+    training it is minus the sum of torch's fused binary cross-entropy, the sign changed after
+    the sum. The same value as the pixelwise sum (the tests check it)."""
 
     def log_prob(self, value):
         logits = self.base_dist.logits
-        if self._validate_args or (torch.is_grad_enabled() and logits.requires_grad):
+        if self._validate_args:
             return super().log_prob(value)
         n = self.reinterpreted_batch_ndims
+        if torch.is_grad_enabled() and logits.requires_grad:
+            # training: the fused kernel forward and backward, negated after the sum (on one
+            # value per image, not on every pixel)
+            if value.shape != logits.shape:
+                logits, value = torch.broadcast_tensors(logits, value)
+            return F.binary_cross_entropy_with_logits(
+                logits, value, reduction="none").flatten(-n).sum(-1).neg()
         logits, value = logits.flatten(-n), value.flatten(-n)
         return (logits * value).sum(-1) - F.softplus(logits).sum(-1)
 

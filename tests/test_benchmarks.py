@@ -18,6 +18,8 @@ SMOKE_ARGS = {
     "amortization.py": ["--dataset", "fashion-mnist", "--train-size", "300", "--epochs", "1",
                         "--images", "10", "--refine", "2", "--num-samples", "5",
                         "--posteriors", "diag,iaf", "--out", "{tmp}/am", "--no-progress"],
+    "adversarial.py": ["--dataset", "fashion-mnist", "--train-size", "300", "--epochs", "1",
+                       "--images", "50", "--variants", "elbo,aae", "--out", "{tmp}/adv"],
     "contention.py": ["--pairs", "train:eval", "--budgets", "on", "--rounds", "1",
                       "--train-units", "3", "--eval-units", "1", "--eval-k", "20"],
     "scaling.py": ["--ranks", "1,2", "--batch-sizes", "16", "--steps", "2", "--repeats", "1"],
@@ -33,7 +35,7 @@ SMOKE_ARGS = {
 }
 EXPECTED = {"throughput.py": "ratio aevb fast / hand-written", "m2_enumeration.py": "speed-up (reference",
             "m2_step.py": "ratio of times aevb / hand-written (median",
-            "amortization.py": "| iaf |",
+            "amortization.py": "| iaf |", "adversarial.py": "| aae | adversarial autoencoder",
             "contention.py": "worst ratio: budget on",
             "scaling.py": "| 16 | 2 | 1 |", "zoo.py": "| SBN 200 / wake-sleep | -",
             "burda.py": "| 2 layers, IWAE k=5 | 83.89 |",

@@ -99,7 +99,7 @@ def test_console_script_is_installed():
     (["train", "--config", "{config}"], 2, "epoch"),  # a misspelt key
     (["train", "train.epochs=0"], 2, "train.epochs"),  # a value out of range
     (["train", "train.epochs=ten"], 2, "train.epochs"),  # a value of the wrong type
-    (["train", "elbo=iwea"], 2, "'iwea' is not one of elbo, infovae, iwae"),  # a registry name
+    (["train", "elbo=iwea"], 2, "'iwea' is not one of aae, elbo, infovae, iwae"),  # a registry name
     (["train", "model=vea"], 2, "'vea' is not one of dlgm"),
     (["train", "model.posterior=flow"], 2, "model.posterior"),
     (["sweep", "elbo=elbo,iwea", "--out", "{config}.d"], 2, "'iwea'"),
@@ -138,7 +138,7 @@ def test_the_catalog_of_names_is_the_registries():
     what the shipped registries hold."""
     from aevb import catalog
     from aevb.data import DATASETS
-    from aevb.inference.objectives import OBJECTIVES
+    from aevb.inference.objectives import DIVERGENCES, OBJECTIVES
     from aevb.inference.training.engines import ENGINES
     from aevb.inference.training.optim import OPTIMIZERS
     from aevb.inference.training.schedules import SCHEDULES
@@ -150,7 +150,8 @@ def test_the_catalog_of_names_is_the_registries():
     registries = {"elbo": OBJECTIVES, "optim.name": OPTIMIZERS, "train.engine": ENGINES,
                   "optim.schedule": SCHEDULES, "data.name": DATASETS, "model.network": NETWORKS,
                   "model.activation": ACTIVATIONS, "model.likelihood": FAMILIES,
-                  "model.posterior": POSTERIORS, "model.name": MODELS}
+                  "model.posterior": POSTERIORS, "model.name": MODELS,
+                  "info_divergence": DIVERGENCES}
     def shipped(registry) -> list[str]:  # leaving out what the tests register for themselves
         entries = getattr(registry, "entries", {name: None for name in registry})
         return sorted(name for name, obj in entries.items() if obj is None or not (

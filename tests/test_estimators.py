@@ -164,7 +164,8 @@ def test_mmd_estimate_matches_the_closed_form_for_two_gaussians():
 def test_mmd_objective_is_reconstruction_plus_scaled_mmd():
     from pyro import poutine
 
-    from aevb.inference.objectives.mmd import MMDObjective, mmd2_unbiased
+    from aevb.inference.objectives.infovae import MMDObjective
+    from aevb.inference.objectives.mmd import mmd2_unbiased
     from aevb.models.vae import VAE
 
     torch.manual_seed(0)
@@ -185,7 +186,7 @@ def test_mmd_objective_is_reconstruction_plus_scaled_mmd():
 
 def test_infovae_is_the_elbo_at_alpha_0_lambda_1_and_mmd_vae_at_alpha_1():
     """Zhao et al. (2019), eq. 6: (1 - α) KL per datapoint and (α + λ - 1) N MMD²."""
-    from aevb.inference.objectives.mmd import InfoVAEObjective, MMDObjective
+    from aevb.inference.objectives.infovae import InfoVAEObjective, MMDObjective
     from aevb.models.vae import VAE
 
     torch.manual_seed(0)
@@ -209,3 +210,100 @@ def test_infovae_is_the_elbo_at_alpha_0_lambda_1_and_mmd_vae_at_alpha_1():
                                rtol=1e-5, atol=1e-3)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         InfoVAEObjective(alpha=1.5)
+
+
+def test_critic_optimum_is_the_log_density_ratio_of_two_known_gaussians():
+    """The critic's logistic regression is minimized by T*(z) = log q(z) - log p(z)
+    (Mescheder et al. 2017, Proposition 1): trained on samples of q = N(m, s²I) and p = N(0, I)
+    in 2-D it recovers the ratio where the samples are, and E_q[T] the KL in closed form."""
+    from torch.distributions import Independent, Normal, kl_divergence
+
+    from aevb.inference.objectives.adversarial import Critic, critic_loss
+
+    torch.manual_seed(0)
+    q = Independent(Normal(torch.tensor([1.0, -0.5]), torch.tensor([0.7, 1.2])), 1)
+    p = Independent(Normal(torch.zeros(2), torch.ones(2)), 1)
+    critic = Critic(2, hidden=64)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=3e-3)
+    for step in range(3000):
+        if step == 2000:
+            optimizer.param_groups[0]["lr"] = 3e-4
+        optimizer.zero_grad()
+        critic_loss(critic, q.sample((512,)), p.sample((512,))).backward()
+        optimizer.step()
+    with torch.no_grad():
+        z = torch.cat([q.sample((2000,)), p.sample((2000,))])
+        error = critic(z) - (q.log_prob(z) - p.log_prob(z))
+        kl = critic(q.sample((20000,))).mean()
+    exact_kl = float(kl_divergence(q, p))  # 0.76 nats
+    assert float(error.abs().median()) < 0.05
+    assert float(error.pow(2).mean().sqrt()) < 0.25
+    assert float(kl) == pytest.approx(exact_kl, abs=0.05)
+
+
+def test_adversarial_infovae_reduces_to_the_elbo_and_aae_is_its_alpha_1_lambda_1_case():
+    """InfoVAE's eq. 6 with the adversarial divergence: the ELBO at α = 0, λ = 1 whatever the
+    critic says; ``elbo=aae`` is α = 1, λ = 1: the reconstruction plus N·E_q[T(z)]. The
+    divergence's gradient reaches the encoder and not the critic; the critic's own
+    classification loss reaches the critic and not the encoder."""
+    from aevb.inference.objectives.adversarial import AdversarialDivergence, critic_loss
+    from aevb.inference.objectives.infovae import AAEObjective, InfoVAEObjective
+    from aevb.models.vae import VAE
+
+    torch.manual_seed(0)
+    model = VAE((1, 4, 4), z_dim=2, hidden_sizes=(8,))
+    x = torch.bernoulli(torch.rand(16, 1, 4, 4))
+    batch = Batch(x, index=torch.arange(16), num_data=160)
+    aae = AAEObjective(critic_hidden=16)
+    aae.bind(2, torch.device("cpu"))
+    critic = aae.critic
+
+    def loss(objective):
+        torch.manual_seed(3)
+        return objective.differentiable_loss(model.model, model.guide, batch)
+
+    elbo_case = InfoVAEObjective(0.0, 1.0, divergence=AdversarialDivergence(16))
+    torch.testing.assert_close(loss(elbo_case), loss(Trace_ELBO()), rtol=1e-6, atol=1e-4)
+    assert elbo_case.critic is None  # weight 0: the divergence is never evaluated nor built
+    general = InfoVAEObjective(1.0, 1.0, divergence=aae.divergence)
+    torch.testing.assert_close(loss(general), loss(aae))
+    # the value: reconstruction plus N times the critic's mean logit on the posterior samples
+    guide, traced = _replayed(model, batch)
+    z_p = traced.nodes["z"]["fn"].rsample()  # the objective's next draw: the prior's
+    z_q = guide.nodes["z"]["value"]
+    expected = -recon_of(model, batch) + 160 * critic(z_q).mean()
+    torch.testing.assert_close(loss(aae), expected, rtol=1e-5, atol=1e-3)
+    # the gradients: the encoder's from N·E_q[T]; the critic's from its classification loss
+    model.zero_grad()
+    critic.zero_grad()
+    loss(aae).backward()
+    encoder_grad = [p.grad.clone() for p in model.encoder.parameters()]
+    critic_grad = [p.grad.clone() for p in critic.parameters()]
+    critic.zero_grad()
+    critic_loss(critic, z_q.detach(), z_p.detach()).backward()
+    for got, want in zip(critic_grad, [p.grad for p in critic.parameters()], strict=True):
+        torch.testing.assert_close(got, want)
+    model.zero_grad()
+    (-recon_of(model, batch) + 160 * critic(z_q_of(model, batch)).mean()).backward()
+    for got, want in zip(encoder_grad, [p.grad for p in model.encoder.parameters()], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def _replayed(model, batch):
+    from pyro import poutine
+
+    torch.manual_seed(3)
+    guide = poutine.trace(model.guide).get_trace(batch)
+    return guide, poutine.trace(poutine.replay(model.model, trace=guide)).get_trace(batch)
+
+
+def recon_of(model, batch):
+    """The N/M-scaled reconstruction log-likelihood at the guide's draw (seed 3)."""
+    _, traced = _replayed(model, batch)
+    return traced.nodes["x"]["fn"].log_prob(batch.x).sum() * batch.num_data / len(batch.x)
+
+
+def z_q_of(model, batch):
+    """The guide's draw of z (seed 3)."""
+    guide, _ = _replayed(model, batch)
+    return guide.nodes["z"]["value"]

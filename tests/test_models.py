@@ -117,6 +117,15 @@ def test_bernoulli_pixels_evaluation_log_prob_equals_the_pixelwise_sum():
         assert torch.allclose(d.log_prob(x), ref, atol=1e-4)  # one image, k samples
         assert torch.allclose(d.log_prob(x.expand_as(logits)), ref, atol=1e-4)
     assert torch.allclose(d.log_prob(x), ref, atol=1e-4)  # training path (no grad needed here)
+    # the training path (the fused cross-entropy, negated after the sum): value and gradient
+    mine, theirs = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    ours = build_family("bernoulli", (1, 4, 4))(mine).log_prob(x)
+    expected = torch.distributions.Bernoulli(logits=theirs).log_prob(
+        x.expand_as(theirs)).sum((-3, -2, -1))
+    assert torch.allclose(ours, expected, atol=1e-4)
+    (ours * torch.arange(21.0).reshape(7, 3)).sum().backward()
+    (expected * torch.arange(21.0).reshape(7, 3)).sum().backward()
+    assert torch.allclose(mine.grad, theirs.grad, atol=1e-5)
 
 
 def test_tanh_activation_outside_autograd_equals_torch_tanh():

@@ -19,7 +19,7 @@ def test_unknown_objective_lists_valid_names():
 def test_every_objective_gives_finite_loss_and_gradients_to_encoder_and_decoder(name, k):
     model = VAE(z_dim=4, hidden_sizes=[16])
     x = torch.rand(6, 1, 28, 28).bernoulli()
-    if name in ("mmd", "infovae") and k > 1:  # one sample per datapoint: refused, not ignored
+    if name in ("mmd", "infovae", "aae") and k > 1:  # one sample per datapoint: refused
         with pytest.raises(ValueError, match="num_particles=1"):
             build_objective(name, k)
         return
@@ -113,3 +113,30 @@ def test_renyi_refuses_a_non_reparameterized_guide_and_iwae_takes_it_with_vimco(
     vimco = build_objective("iwae", 2).elbo.differentiable_loss(
         model.model, ScoreFunction()(model.guide), batch)
     torch.testing.assert_close(vimco, pathwise)
+
+
+def test_a_critic_is_built_for_the_model_trained_by_fast_refused_by_svi_and_by_kl_weights():
+    """``elbo=aae`` adapted to a model builds its critic for the model's latent size; the fast
+    engine steps it with the model (and saves it); SVI, which sees the model's parameters only,
+    and a KL weight, which aae has no term for, are refused with the way out."""
+    from aevb.inference.errors import ConfigError
+    from aevb.inference.objectives import IncompatibleObjective, KLSchedule, objective_for_model
+    from aevb.inference.training.engines import build_engine
+
+    model = VAE(z_dim=3, hidden_sizes=[16])
+    batch = Batch(torch.rand(6, 1, 28, 28).bernoulli())
+    objective = objective_for_model("aae", 1, model, batch, critic_hidden=8)
+    assert objective.critic.net[0].in_features == 3 and objective.critic.net[0].out_features == 8
+    engine = build_engine("fast", model, objective, "adam", 1e-3)
+    trained = {id(p) for group in engine.optimizer.param_groups for p in group["params"]}
+    assert {id(p) for p in objective.critic.parameters()} <= trained
+    assert {id(p) for p in model.parameters()} <= trained
+    before = objective.critic.net[0].weight.clone()
+    engine.step(batch)
+    assert not torch.equal(before, objective.critic.net[0].weight)
+    assert set(engine.state_dict()["critic"]) == set(objective.critic.state_dict())
+    with pytest.raises(ConfigError, match="train.engine=svi .* trains a critic .*train.engine=fast"):
+        build_engine("svi", model, objective, "adam", 1e-3)
+    with pytest.raises(IncompatibleObjective, match="elbo=aae has none"):
+        objective.with_kl_weight(KLSchedule(beta=0.5).handler())
+    assert objective_for_model("elbo", 1, model, batch).critic is None

@@ -15,26 +15,34 @@
                  so discrete latents (a sigmoid belief net) train as well as Gaussian ones.
 ``wake-sleep``   the Helmholtz machine's algorithm (Hinton et al. 1995): ``rws`` with the guide
                  trained on dreams only (insomnia 0); k = 1 is the classic.
-``mmd``          :class:`~aevb.inference.objectives.mmd.MMDObjective`: MMD-VAE / InfoVAE (Zhao et al. 2019),
-                 reconstruction minus λ·N·MMD² of aggregate posterior and prior, λ = ``mmd_scale``.
-``infovae``      :class:`~aevb.inference.objectives.mmd.InfoVAEObjective`: InfoVAE's α, λ family
-                 (Zhao et al. 2019, eq. 6): (1 - α)·KL per datapoint, (α + λ - 1)·N·MMD²;
-                 α = 0, λ = 1 is the ELBO, α = 1 is ``mmd`` (``info_alpha``, ``info_lambda``).
+``mmd``          :class:`~aevb.inference.objectives.infovae.MMDObjective`: MMD-VAE / InfoVAE (Zhao et al.
+                 2019), reconstruction minus λ·N·MMD² of aggregate posterior and prior,
+                 λ = ``mmd_scale``.
+``infovae``      :class:`~aevb.inference.objectives.infovae.InfoVAEObjective`: InfoVAE's α, λ family
+                 (Zhao et al. 2019, eq. 6): (1 - α)·KL per datapoint, (α + λ - 1)·N·D(q(z) ‖ p(z));
+                 α = 0, λ = 1 is the ELBO, α = 1 is ``mmd`` (``info_alpha``, ``info_lambda``);
+                 D is MMD² or, with ``info_divergence=adversarial``, a critic's KL estimate.
+``aae``          :class:`~aevb.inference.objectives.infovae.AAEObjective`: the adversarial
+                 autoencoder (Makhzani et al. 2015), InfoVAE's α = 1, λ = 1 with the adversarial
+                 divergence: a discriminator of ``critic_hidden`` units trained beside the model.
 ``score``        :class:`~pyro.infer.TraceGraph_ELBO` on a guide whose latents are made
                  non-reparameterizable: the score-function (REINFORCE) gradient (Williams 1992;
                  the estimator the paper compares against, section 2.4 and Figure 2).
 ===============  ==========================================================================
 
-``elbo`` and ``meanfield`` are the subclasses of :mod:`aevb.inference.objectives.syncfree`, whose
-``differentiable_loss`` gives Pyro's value and gradient without reading numbers back from the
-device on every step.
+``elbo`` (with its enumerating variant) and ``meanfield`` are the subclasses of
+:mod:`aevb.inference.objectives.syncfree`, whose ``differentiable_loss`` gives Pyro's value and
+gradient without reading numbers back from the device on every step.
 
 Each objective exposes ``differentiable_loss(model, guide, batch)``; the trainer calls
-``backward`` on it and steps a torch optimizer (Pyro's ``ELBOModule`` pattern).
+``backward`` on it and steps a torch optimizer (Pyro's ``ELBOModule`` pattern). An objective
+that trains a network of its own (a critic, :attr:`Objective.critic`) builds it when it is
+adapted to a model; the engines step it with the model and keep it in their checkpoints.
 
 Not every objective handles every model. :func:`model_traits` reads a model's guide once
 (enumerated discrete sites, non-reparameterizable sites) and :meth:`Objective.for_model` adapts
-the objective to it — ``elbo`` switches to :class:`~pyro.infer.TraceEnum_ELBO`, which sums
+the objective to it — ``elbo`` switches to :class:`~pyro.infer.TraceEnum_ELBO` (as
+:class:`~aevb.inference.objectives.syncfree.SyncFreeTraceEnum_ELBO`), which sums
 enumerated sites out exactly — or refuses it before training starts with a message naming the
 sites and the objectives that can.
 """
@@ -48,15 +56,24 @@ from dataclasses import dataclass, field, replace
 import torch
 from pyro import poutine
 from pyro.distributions import TorchDistribution
-from pyro.infer import ELBO, TraceEnum_ELBO, TraceGraph_ELBO
+from pyro.infer import ELBO, TraceGraph_ELBO
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 from torch.distributions import kl_divergence
 
 from aevb.inference.objectives.annealing import WEIGHTABLE, KLWeight
 from aevb.inference.objectives.importance import ImportanceWeightedELBO, RenyiBound
-from aevb.inference.objectives.mmd import InfoVAEObjective, MMDObjective
-from aevb.inference.objectives.syncfree import SyncFreeTrace_ELBO, SyncFreeTraceMeanField_ELBO
+from aevb.inference.objectives.infovae import (
+    DIVERGENCES,
+    AAEObjective,
+    InfoVAEObjective,
+    MMDObjective,
+)
+from aevb.inference.objectives.syncfree import (
+    SyncFreeTrace_ELBO,
+    SyncFreeTraceEnum_ELBO,
+    SyncFreeTraceMeanField_ELBO,
+)
 from aevb.inference.objectives.wakesleep import ReweightedWakeSleep
 from aevb.models.base import Batch, labels_of
 from aevb.models.registry import Registry
@@ -136,6 +153,10 @@ class ModelTraits:
     no_analytic_kl: dict[str, str] = field(default_factory=dict)
     #: ``(model order, guide order)`` of the latents when they differ (a bottom-up guide)
     order_mismatch: tuple[list[str], list[str]] | None = None
+    #: each latent site's size per datapoint (its value's elements after the batch dimension)
+    latent_sizes: dict[str, int] = field(default_factory=dict)
+    #: where the guide's samples live
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
 def model_traits(model, batch: Batch, analytic_kl: bool = False) -> ModelTraits:
@@ -158,6 +179,9 @@ def model_traits(model, batch: Batch, analytic_kl: bool = False) -> ModelTraits:
                 continue
             if name not in traits.latents:
                 traits.latents.append(name)
+                value = site["value"]
+                traits.latent_sizes[name] = int(value[0].numel()) if value.dim() else 1
+                traits.device = value.device
             if site["infer"].get("enumerate") == "parallel":
                 if name not in traits.enumerated:
                     traits.enumerated.append(name)
@@ -261,11 +285,20 @@ class Objective:
                 f"elbo={self.name} needs reparameterized latents, but the guide samples "
                 f"{', '.join(traits.non_reparameterized)} without rsample (discrete?); use "
                 "elbo=elbo or elbo=score, whose score-function terms handle them")
+        bind = getattr(self.elbo, "bind", None)
+        if bind is not None:  # build what the objective trains (a critic) for these latents
+            bind(sum(traits.latent_sizes[n] for n in traits.latents), traits.device)
         return replace(self, traits=traits)
 
     @property
     def num_particles(self) -> int:
         return self.elbo.num_particles
+
+    @property
+    def critic(self) -> torch.nn.Module | None:
+        """The network the objective trains beside the model (``elbo=aae``'s discriminator),
+        built by :meth:`for_model`; ``None`` for the others."""
+        return getattr(self.elbo, "critic", None)
 
     def with_kl_weight(self, handler: KLWeight) -> Objective:
         """This objective with its KL term weighted by ``handler.weight`` (β, warm-up; see
@@ -315,9 +348,11 @@ class Objective:
 
 OBJECTIVES: Registry[Callable[..., Objective]] = Registry("objective")
 
-#: objective-specific config keys and the objective each belongs to
-OBJECTIVE_OPTIONS = {"renyi_alpha": "renyi", "mmd_scale": "mmd", "rws_insomnia": "rws",
-                     "info_alpha": "infovae", "info_lambda": "infovae"}
+#: objective-specific config keys and the objectives each belongs to
+OBJECTIVE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "renyi_alpha": ("renyi",), "mmd_scale": ("mmd",), "rws_insomnia": ("rws",),
+    "info_alpha": ("infovae",), "info_lambda": ("infovae",), "info_divergence": ("infovae",),
+    "critic_hidden": ("infovae", "aae")}
 
 
 @OBJECTIVES.register("elbo")
@@ -325,8 +360,8 @@ def _elbo(num_particles: int) -> Objective:
     """Trace_ELBO; TraceEnum_ELBO for models with enumerated sites."""
     return Objective("elbo", SyncFreeTrace_ELBO(num_particles=num_particles,
                                                 vectorize_particles=True),
-                     enum_elbo=TraceEnum_ELBO(num_particles=num_particles,
-                                              vectorize_particles=True))
+                     enum_elbo=SyncFreeTraceEnum_ELBO(num_particles=num_particles,
+                                                      vectorize_particles=True))
 
 
 @OBJECTIVES.register("meanfield")
@@ -373,13 +408,24 @@ def _mmd(num_particles: int, mmd_scale: float = 1000.0) -> Objective:
 
 
 @OBJECTIVES.register("infovae")
-def _infovae(num_particles: int, info_alpha: float = 0.0, info_lambda: float = 1000.0
-             ) -> Objective:
-    """InfoVAE (Zhao et al. 2019, eq. 6) with the MMD divergence: reconstruction minus
-    (1 - α)·KL(q(z|x) || p(z)) minus (α + λ - 1)·N·MMD²(q(z), p(z))."""
+def _infovae(num_particles: int, info_alpha: float = 0.0, info_lambda: float = 1000.0,
+             info_divergence: str = "mmd", critic_hidden: int = 256) -> Objective:
+    """InfoVAE (Zhao et al. 2019, eq. 6): reconstruction minus (1 - α)·KL(q(z|x) || p(z))
+    minus (α + λ - 1)·N·D(q(z) || p(z)), D = ``info_divergence`` (MMD² or adversarial KL)."""
     if num_particles != 1:
         raise ValueError("elbo=infovae draws one sample per datapoint; leave num_particles=1")
-    return Objective("infovae", InfoVAEObjective(info_alpha, info_lambda), needs_reparam=True)
+    divergence = DIVERGENCES.get(info_divergence)(critic_hidden)
+    return Objective("infovae", InfoVAEObjective(info_alpha, info_lambda, divergence=divergence),
+                     needs_reparam=True)
+
+
+@OBJECTIVES.register("aae")
+def _aae(num_particles: int, critic_hidden: int = 256) -> Objective:
+    """The adversarial autoencoder (Makhzani et al. 2015): InfoVAE's α = 1, λ = 1 with a
+    discriminator of ``critic_hidden`` units estimating KL(q(z) || p(z))."""
+    if num_particles != 1:
+        raise ValueError("elbo=aae draws one sample per datapoint; leave num_particles=1")
+    return Objective("aae", AAEObjective(critic_hidden), needs_reparam=True)
 
 
 @OBJECTIVES.register("score")

@@ -1,5 +1,5 @@
-"""Pyro's ``Trace_ELBO`` and ``TraceMeanField_ELBO`` whose ``differentiable_loss`` never waits
-for the device.
+r"""Pyro's ``Trace_ELBO``, ``TraceMeanField_ELBO`` and ``TraceEnum_ELBO`` whose
+``differentiable_loss`` never waits for the device.
 
 Pyro's ``differentiable_loss`` reads numbers back to the host on every call:
 ``Trace_ELBO`` calls ``.item()`` on every sample site's ``log_prob_sum`` and on the surrogate loss
@@ -22,6 +22,13 @@ tensors only:
   each latent's closed-form, scaled and masked KL(q || p) (eq. 7, estimator B). Objectives built
   by :mod:`aevb.inference.objectives` reach it only for models whose latents all have a closed-form
   KL and ``rsample`` (checked before training); anything else takes Pyro's code.
+* :class:`SyncFreeTraceEnum_ELBO`: when the guide enumerates one discrete site in parallel (M2's
+  y, a mixture's component) and samples every other site with ``rsample``, and the model
+  enumerates nothing of its own, Dice's expectation (Obermeyer et al. 2019) is the plain sum
+  :math:`\sum_y q(y|x) [\log p(x, y, z_y) - \log q(y, z_y|x)]` per datapoint (Kingma et al.
+  2014, eq. 7), computed from the traces' log-densities without packing them or contracting
+  (Pyro's ``Dice.compute_expectation`` reads ``(prob > 0).all()`` back to the host). Other
+  structures take Pyro's code.
 
 A non-finite loss is caught by the trainer once per epoch instead of per step. Pyro's
 ``loss`` and ``loss_and_grads`` (the plain ``SVI`` path) are untouched.
@@ -31,7 +38,10 @@ from __future__ import annotations
 
 import torch
 from pyro.distributions.util import is_identically_zero, scale_and_mask
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
+from pyro.infer.enum import get_importance_trace
+from pyro.infer.traceenum_elbo import _compute_dice_elbo
+from pyro.infer.util import is_validation_enabled
 from torch.distributions import kl_divergence
 
 
@@ -115,3 +125,76 @@ class SyncFreeTraceMeanField_ELBO(TraceMeanField_ELBO):
         if guide_sites or not log_px:
             return None
         return _total(kl) - _total(log_px) if kl else -_total(log_px)
+
+
+class SyncFreeTraceEnum_ELBO(TraceEnum_ELBO):
+    """:class:`~pyro.infer.TraceEnum_ELBO` without host reads and without Dice's tensor
+    bookkeeping where the guide enumerates one site (see the module docstring); the tests check
+    its value and gradient against Pyro's."""
+
+    def _get_trace(self, model, guide, args, kwargs):
+        if is_validation_enabled():  # Pyro's checks (and packing)
+            return super()._get_trace(model, guide, args, kwargs)
+        model_trace, guide_trace = get_importance_trace(
+            "flat", self.max_plate_nesting, model, guide, args, kwargs)
+        return model_trace, guide_trace  # packed later, only for Pyro's Dice
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        particles = []
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            elbo = _single_enumeration_elbo(model_trace, guide_trace, self.max_plate_nesting)
+            if elbo is None:
+                elbo = _dice_elbo(model_trace, guide_trace)
+            particles.append(-elbo)
+        return _mean(particles, self.num_particles)
+
+
+def _dice_elbo(model_trace, guide_trace) -> torch.Tensor:
+    """Pyro's Dice ELBO of one particle (packing the traces first where they are not)."""
+    if guide_trace.plate_to_symbol is None or not any(
+            "packed" in site for site in _sample_sites(guide_trace)):
+        guide_trace.pack_tensors()
+        model_trace.pack_tensors(guide_trace.plate_to_symbol)
+    return _compute_dice_elbo(model_trace, guide_trace)
+
+
+def _single_enumeration_elbo(model_trace, guide_trace, max_plate_nesting: int
+                             ) -> torch.Tensor | None:
+    r""":math:`\sum_{\text{sites}} \sum q(y)\,(\pm\log\text{density})` for a guide that
+    enumerates at most one site (``y``) in parallel and reparameterizes every other site, and a
+    model that enumerates nothing of its own; ``None`` otherwise.
+
+    The weights are :math:`q(y) = \exp` of the enumerated site's masked, unscaled log-density
+    (the factor Dice gives it, with its gradient); a term carries y's enumeration dimension
+    (``-1 - max_plate_nesting`` of its batch shape) when it depends on y, and is then summed
+    against the weights, or else summed as it is.
+    """
+    enumerated = None
+    for site in _sample_sites(guide_trace):
+        enumerate_ = site["infer"].get("enumerate")
+        if enumerate_ is not None:
+            if enumerate_ != "parallel" or enumerated is not None \
+                    or site["infer"].get("num_samples") is not None:
+                return None
+            enumerated = site
+        elif not is_identically_zero(site["score_parts"].score_function):
+            return None
+    for name, site in model_trace.nodes.items():
+        if site["type"] == "sample" and site["infer"].get("enumerate") \
+                and name not in guide_trace.nodes:
+            return None  # the model enumerates a site of its own: Pyro's contraction
+    if enumerated is None:
+        return (_total(s["log_prob_sum"] for s in _sample_sites(model_trace))
+                - _total(s["log_prob_sum"] for s in _sample_sites(guide_trace)))
+    weights = enumerated["score_parts"].score_function.exp()
+    dim = -1 - max_plate_nesting
+    size = weights.shape[dim] if weights.dim() >= -dim else 1
+
+    def expected(site) -> torch.Tensor:
+        log_prob = site["log_prob"]
+        if size > 1 and log_prob.dim() >= -dim and log_prob.shape[dim] == size:
+            return (weights * log_prob).sum()
+        return site["log_prob_sum"]
+
+    return (_total(expected(s) for s in _sample_sites(model_trace))
+            - _total(expected(s) for s in _sample_sites(guide_trace)))

@@ -29,7 +29,10 @@ inside ``model()``, which only Pyro's parameter capture sees).
 An engine is also what checkpoints store as "the optimizer": ``state_dict`` /
 ``load_state_dict`` carry the optimizer's state and the engine's name, so a checkpoint resumes
 under the engine that wrote it (``fast`` and ``graphed`` read each other's) or fails with a
-message saying which engine to use.
+message saying which engine to use. An objective's own network (``elbo=aae``'s critic,
+:attr:`~aevb.inference.objectives.Objective.critic`) is training state, not model: ``fast`` and
+``graphed`` step it with the model's parameters and the engine's state carries it, so a resume
+restores it and a loaded model has none.
 """
 
 from __future__ import annotations
@@ -98,7 +101,9 @@ class Engine:
 
     # the checkpoint interface (what save_checkpoint / restore call on "the optimizer")
     def state_dict(self) -> dict:
-        return {"engine": self.name, "state": self.optimizer_state()}
+        critic = self.objective.critic
+        return {"engine": self.name, "state": self.optimizer_state(),
+                **({"critic": critic.state_dict()} if critic is not None else {})}
 
     #: engines whose saved optimizer state this one loads (the same torch optimizer)
     reads: frozenset[str] = frozenset()
@@ -110,6 +115,13 @@ class Engine:
             raise ConfigError(f"this checkpoint's optimizer state was written by "
                               f"train.engine={payload['engine']}; resume with "
                               f"train.engine={payload['engine']}")
+        critic = self.objective.critic
+        if (critic is not None) != ("critic" in payload):
+            raise ConfigError(f"this checkpoint was written {'without' if critic else 'with'} "
+                              f"an objective's critic (elbo=aae, info_divergence=adversarial); "
+                              f"resume it with the objective it was trained with")
+        if critic is not None:
+            critic.load_state_dict(payload["critic"])
         self.load_optimizer_state(payload["state"])
 
 
@@ -120,11 +132,13 @@ class ObjectiveModule(torch.nn.Module):
     """The objective of ``model`` as an ``nn.Module`` (Pyro's ``ELBOModule`` pattern), so that
     :class:`~torch.nn.parallel.DistributedDataParallel` can wrap it: ``forward(*batches,
     weight)`` is ``weight`` times the summed loss, and the module's parameters are the model's
-    (networks of the model and the guide)."""
+    (networks of the model and the guide), then the objective's critic's, if it has one."""
 
     def __init__(self, model: LatentVariableModel, objective: Objective):
         super().__init__()
         self.latent_model, self.objective = model, objective
+        if objective.critic is not None:
+            self.critic = objective.critic
 
     def forward(self, *batches: Batch, weight: float = 1.0) -> torch.Tensor:
         model, guide = self.latent_model.model, self.latent_model.guide
@@ -155,7 +169,7 @@ class FastEngine(Engine):
             self.loss = DistributedDataParallel(
                 self.loss, device_ids=[ctx.local_rank] if on_gpu else None,
                 gradient_as_bucket_view=True)
-        self.optimizer = build_optimizer(optimizer, model.parameters(), lr, weight_decay,
+        self.optimizer = build_optimizer(optimizer, self.loss.parameters(), lr, weight_decay,
                                          foreach=True, eps=eps, **self.optimizer_options)
         # one process: no module hooks to run, so skip nn.Module.__call__'s dispatch
         self._loss = self.loss if ctx.active else self.loss.forward
@@ -348,6 +362,10 @@ class SVIEngine(Engine):
         if ctx.active:
             raise ConfigError("train.engine=svi trains in one process; data-parallel training "
                               "(torchrun) uses train.engine=fast")
+        if objective.critic is not None:
+            raise ConfigError(f"train.engine=svi steps the model's parameters only, and "
+                              f"elbo={objective.name} trains a critic beside them; use "
+                              f"train.engine=fast")
         pyro.clear_param_store()  # pyro.module would otherwise reuse another run's tensors
         args = {"lr": lr, "weight_decay": weight_decay} | ({} if eps is None else {"eps": eps})
         self.optim = pyro.optim.PyroOptim(OPTIMIZERS.get(optimizer), args)
