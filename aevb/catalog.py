@@ -30,6 +30,13 @@ NAMES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+#: objective-specific config keys -> the objectives (``elbo=``) each belongs to
+OBJECTIVE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "renyi_alpha": ("renyi",), "mmd_scale": ("mmd",), "rws_insomnia": ("rws",),
+    "info_alpha": ("infovae",), "info_lambda": ("infovae",), "info_divergence": ("infovae",),
+    "critic_hidden": ("infovae", "aae")}
+
+
 def authoritative() -> bool:
     """Whether the catalog is the whole list (nothing can have registered more yet)."""
     return "torch" not in sys.modules

@@ -376,9 +376,32 @@ def _check_name(key: str, value: str | None, registry) -> None:
                           f"{', '.join(registry.names())}")
 
 
+def _check_objective_options(cfg: Config) -> None:
+    """Each objective's own keys (:data:`aevb.catalog.OBJECTIVE_OPTIONS`) are set only for it,
+    and in range."""
+    from aevb.catalog import OBJECTIVE_OPTIONS
+
+    for key, owners in OBJECTIVE_OPTIONS.items():
+        value = getattr(cfg, key)
+        if value != getattr(Config, key) and cfg.elbo not in owners:
+            raise ConfigError(f"config key {key!r} is set, but elbo={cfg.elbo}; it belongs to "
+                              f"elbo={' or elbo='.join(owners)}")
+        if isinstance(value, (int, float)) and value < 0:
+            raise ConfigError(f"bad value for config key {key!r}: must be >= 0, got {value}")
+    if cfg.critic_hidden < 1:
+        raise ConfigError(f"bad value for config key 'critic_hidden': the critic's width is "
+                          f">= 1, got {cfg.critic_hidden}")
+    if cfg.critic_hidden != Config.critic_hidden and cfg.elbo == "infovae" \
+            and cfg.info_divergence != "adversarial":
+        raise ConfigError("config key 'critic_hidden' is set, but info_divergence="
+                          f"{cfg.info_divergence} trains no critic; add "
+                          "info_divergence=adversarial or leave critic_hidden out")
+
+
 def _check_values(cfg: Config) -> None:
     """The checks of :func:`validate` that need no registry (ranges, seeds, shapes): they run
     before torch is imported."""
+    _check_objective_options(cfg)
     if cfg.data.binarization is not None and cfg.data.binarization not in BINARIZATIONS:
         raise ConfigError(f"bad value for config key 'data.binarization': "
                           f"{cfg.data.binarization!r} is not one of {', '.join(BINARIZATIONS)}")
@@ -438,7 +461,7 @@ def _check_names(cfg: Config, data_source=None) -> None:
     import torch
 
     from aevb.data import DATASETS
-    from aevb.inference.objectives import DIVERGENCES, OBJECTIVE_OPTIONS, OBJECTIVES
+    from aevb.inference.objectives import DIVERGENCES, OBJECTIVES
     from aevb.inference.training.engines import ENGINES
     from aevb.inference.training.optim import OPTIMIZERS
     from aevb.inference.training.schedules import SCHEDULES
@@ -489,22 +512,7 @@ def _check_names(cfg: Config, data_source=None) -> None:
     if cfg.model.posterior is not None and cfg.model.posterior not in POSTERIORS:
         raise ConfigError(f"bad value for config key 'model.posterior': {cfg.model.posterior!r} "
                           f"is not one of {', '.join(POSTERIORS)}")
-    for key, owners in OBJECTIVE_OPTIONS.items():
-        value = getattr(cfg, key)
-        if value != getattr(Config, key) and cfg.elbo not in owners:
-            raise ConfigError(f"config key {key!r} is set, but elbo={cfg.elbo}; it belongs to "
-                              f"elbo={' or elbo='.join(owners)}")
-        if isinstance(value, (int, float)) and value < 0:
-            raise ConfigError(f"bad value for config key {key!r}: must be >= 0, got {value}")
     _check_name("info_divergence", cfg.info_divergence, DIVERGENCES)
-    if cfg.critic_hidden < 1:
-        raise ConfigError(f"bad value for config key 'critic_hidden': the critic's width is "
-                          f">= 1, got {cfg.critic_hidden}")
-    if cfg.critic_hidden != Config.critic_hidden and cfg.elbo == "infovae" \
-            and cfg.info_divergence != "adversarial":
-        raise ConfigError("config key 'critic_hidden' is set, but info_divergence="
-                          f"{cfg.info_divergence} trains no critic; add "
-                          "info_divergence=adversarial or leave critic_hidden out")
     if cfg.kl.beta <= 0 or cfg.kl.warmup_epochs < 0 or cfg.kl.start < 0:
         raise ConfigError(f"bad value for config key 'kl.beta' / 'kl.warmup_epochs' / "
                           f"'kl.start': need beta > 0, warmup_epochs >= 0 and start >= 0, got "

@@ -102,6 +102,8 @@ def test_console_script_is_installed():
     (["train", "elbo=iwea"], 2, "'iwea' is not one of aae, elbo, infovae, iwae"),  # a registry name
     (["train", "model=vea"], 2, "'vea' is not one of dlgm"),
     (["train", "model.posterior=flow"], 2, "model.posterior"),
+    (["train", "mmd_scale=3"], 2, "belongs to elbo=mmd"),  # another objective's key
+    (["train", "elbo=infovae", "info_divergence=gan"], 2, "'gan' is not one of adversarial"),
     (["sweep", "elbo=elbo,iwea", "--out", "{config}.d"], 2, "'iwea'"),
 ])
 def test_help_and_config_errors_answer_without_importing_torch(argv, code, named, tmp_path):

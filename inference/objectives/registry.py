@@ -61,6 +61,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 from torch.distributions import kl_divergence
 
+from aevb import catalog
 from aevb.inference.objectives.annealing import WEIGHTABLE, KLWeight
 from aevb.inference.objectives.importance import ImportanceWeightedELBO, RenyiBound
 from aevb.inference.objectives.infovae import (
@@ -348,11 +349,9 @@ class Objective:
 
 OBJECTIVES: Registry[Callable[..., Objective]] = Registry("objective")
 
-#: objective-specific config keys and the objectives each belongs to
-OBJECTIVE_OPTIONS: dict[str, tuple[str, ...]] = {
-    "renyi_alpha": ("renyi",), "mmd_scale": ("mmd",), "rws_insomnia": ("rws",),
-    "info_alpha": ("infovae",), "info_lambda": ("infovae",), "info_divergence": ("infovae",),
-    "critic_hidden": ("infovae", "aae")}
+#: objective-specific config keys and the objectives each belongs to (kept in
+#: :mod:`aevb.catalog`, which the config's checks read before torch is imported)
+OBJECTIVE_OPTIONS = catalog.OBJECTIVE_OPTIONS
 
 
 @OBJECTIVES.register("elbo")
