@@ -198,15 +198,20 @@ def test_fast_and_graphed_engines_read_each_others_optimizer_state(monkeypatch):
     fast.load_state_dict(graphed.state_dict())
 
 
-@pytest.mark.parametrize("objective,k", [("elbo", 1), ("meanfield", 1), ("iwae", 4)])
+@pytest.mark.parametrize("objective,k", [("elbo", 1), ("meanfield", 1), ("iwae", 4),
+                                         ("aae", 1)])
 def test_fast_steps_read_nothing_back_to_the_host(objective, k, monkeypatch):
     """What CUDA graph capture needs of a step's objective (forward and backward): no
     ``item``, ``bool`` or ``tolist`` of a tensor, which would wait for the device (and abort a
     capture). (Adam's own reads are of its CPU step counter; the graphed engine's Adam is
     ``capturable``, its counter on the device.)"""
+    from aevb.inference.objectives import objective_for_model
+
     model = tiny_vae()
-    engine = build_engine("fast", model, build_objective(objective, k), "adam", 1e-2)
     b = Batch(torch.bernoulli(torch.rand(8, 1, 6, 6)), None, torch.arange(8), 8)
+    # adapted to the model, as the trainer does (aae builds its critic here)
+    engine = build_engine("fast", model, objective_for_model(objective, k, model, b), "adam",
+                          1e-2)
     with engine.epoch():
         engine.step(b)  # Pyro guesses the plate nesting on the first call (a read)
 
