@@ -1,7 +1,7 @@
 """Docs that cannot rot: the site builds with warnings as errors and loads in a real headless
-browser; every command in the README and the guides runs, with small settings, as written
-(as Pyro's ``test_examples.py`` runs its examples); every CLI subcommand and every notebook is
-documented."""
+browser; every command and every Python block in the README and the guides runs, with small
+settings, as written (as Pyro's ``test_examples.py`` runs its examples), and an excerpt of a file
+matches the file; every CLI subcommand and every notebook is documented."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -188,6 +189,95 @@ def test_every_documented_command_runs(page, command, ws, monkeypatch):
         assert done.returncode == 0, f"{page}: {command}\n{done.stderr[-2000:]}"
         return
     assert main(args) == 0, f"{page}: {command} (run as aevb {' '.join(args)})"
+
+
+#: Python blocks run elsewhere, each with the test that runs it (by the block's first line)
+PY_ELSEWHERE = {
+    "from mlflow": "tests/test_sweeps.py (reads a sweep's MLflow store back with MLflow's client)",
+}
+#: an excerpt block names its file on its first line (``class GMVAE(...):  # examples/gmvae.py``)
+EXCERPT = re.compile(r"#\s*(\S+\.py)\s*$")
+
+
+def python_blocks() -> list[tuple[str, str]]:
+    """(page, code) for every fenced python block of :data:`PAGES`."""
+    return [(page.relative_to(ROOT).as_posix(), block) for page in PAGES
+            for block in re.findall(r"```python\n(.*?)```", page.read_text(), re.S)]
+
+
+PY_BLOCKS = python_blocks()
+
+
+def _code_lines(text: str) -> list[str]:
+    return [re.sub(r"\s+#\s.*$", "", line).strip() for line in text.splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+
+
+def _excerpt_missing(block: str, source: Path) -> list[str]:
+    """The excerpt's lines not in ``source`` (``def``/``class`` lines by their name only, since
+    a page may drop the annotations)."""
+    lines = set(_code_lines(source.read_text()))
+    heads = {re.match(r"(def|class) (\w+)", line).group(0) for line in lines
+             if re.match(r"(def|class) \w+", line)}
+    missing = []
+    for line in _code_lines(block):
+        head = re.match(r"(def|class) (\w+)", line)
+        if (head.group(0) not in heads) if head else (line not in lines):
+            missing.append(line)
+    return missing
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("page, block", PY_BLOCKS,
+                         ids=[f"{p}:{b.splitlines()[0][:40]}" for p, b in PY_BLOCKS])
+def test_every_python_block_runs(page, block, ws, monkeypatch):
+    """Each Python block of the README and the guides runs as written with small settings
+    (``aevb.fit``/``aevb.sweep`` get one epoch on 300 images; evaluations a few samples), given
+    the names a page takes as the reader's own (``MyModel``, ``x_train``, ``x_test``); an
+    excerpt of a file must match that file."""
+    import torch
+
+    import aevb
+    from aevb import api
+    from aevb.models import VAE
+    from tests.conftest import _fashion_dir
+
+    first = block.splitlines()[0]
+    why = next((w for key, w in PY_ELSEWHERE.items() if first.startswith(key)), None)
+    if why:
+        pytest.skip(f"run by {why}")
+    excerpt = EXCERPT.search(first)
+    if excerpt:
+        missing = _excerpt_missing(block, ROOT / excerpt.group(1))
+        assert not missing, f"{page}: not in {excerpt.group(1)}: {missing}"
+        return
+    data_dir = str(_fashion_dir())
+    small = [*SMALL_TRAIN, f"data.data_dir={data_dir}"]
+    fit, sweep, evaluate = api.fit, aevb.sweep, api.Run.evaluate
+
+    def small_fit(model="vae", data=None, **kw):
+        named = data is None or isinstance(data, str)
+        kw.update(epochs=1, progress=False, num_samples=3,
+                  overrides=[*kw.get("overrides", ()), *(small if named else [])])
+        kw.setdefault("run_dir", tempfile.mkdtemp(prefix="fit-", dir=ws))
+        return fit(model, data, **kw)
+
+    def small_sweep(config, grid, **kw):
+        grid = dict(grid) | {o.split("=", 1)[0]: o.split("=", 1)[1] for o in small}
+        out = Path(tempfile.mkdtemp(prefix="sweep-", dir=ws)) / kw.pop("out")
+        return sweep(config, grid, out=out, **kw | {"progress": False})
+
+    def small_evaluate(self, data=None, num_samples=None, **kw):
+        return evaluate(self, data, 3, **kw)
+
+    monkeypatch.setattr(aevb, "fit", small_fit)
+    monkeypatch.setattr(aevb, "sweep", small_sweep)
+    monkeypatch.setattr(api.Run, "evaluate", small_evaluate)
+    monkeypatch.chdir(ws)
+    torch.manual_seed(0)
+    given = {"MyModel": VAE, "x_train": (torch.rand(300, 1, 28, 28) > 0.5).float(),
+             "x_test": (torch.rand(20, 1, 28, 28) > 0.5).float(), "__name__": "__docs__"}
+    exec(compile(block, page, "exec"), given)
 
 
 def test_every_subcommand_and_notebook_is_documented():
