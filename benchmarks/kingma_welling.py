@@ -21,6 +21,7 @@ the whole test set after every epoch (``eval.track``). Every run is an aevb run 
     python benchmarks/kingma_welling.py --data-dir ../shared/data/mnist
     python benchmarks/kingma_welling.py --z-dims 3,200 --data-dir ...   # two panels
     python benchmarks/kingma_welling.py --table --data-dir ...          # figure + table only
+    python benchmarks/kingma_welling.py --workers 2 --data-dir ...      # two rows at a time
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from zoo import run_settings, write_results  # the sibling script's shared settings and files
@@ -104,6 +106,24 @@ def run_row(args, method: str, z_dim: int) -> None:
     lr = select_step_size(args, method, z_dim)
     train_or_resume(f"{method} N_z={z_dim} lr={lr}", run_dir_of(args, method, z_dim),
                     overrides_of(args, method, z_dim, lr, epochs(args), True), evaluate=True)
+
+
+@dataclass(frozen=True)
+class RowTask:
+    """One line of a panel (method, N_z) as a sweep task: its step size chosen, then trained
+    or resumed, in whichever process the executor gives it."""
+
+    args: argparse.Namespace
+    method: str
+    z_dim: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.method}-z{self.z_dim}"
+
+    def run(self) -> dict:
+        run_row(self.args, self.method, self.z_dim)
+        return {"key": self.key}
 
 
 def results(args) -> list[dict]:
@@ -199,6 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-size", type=int, default=None, help="smoke tests only")
     parser.add_argument("--test-size", type=int, default=None, help="smoke tests only")
     parser.add_argument("--table", action="store_true", help="only write the figure and table")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="rows trained at a time, in worker processes sharing the cores")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
     try:
@@ -206,15 +228,17 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError:
         parser.error(f"--z-dims {args.z_dims!r}: give comma-separated integers, e.g. 3,5,10")
     if not args.z_dims or min(args.z_dims) < 1 or args.select_epochs < 1 or \
-            args.samples_evaluated < 1 or args.track_size < 1:
-        parser.error("--z-dims, --select-epochs, --samples-evaluated and --track-size must be "
-                     ">= 1")
+            args.samples_evaluated < 1 or args.track_size < 1 or args.workers < 1:
+        parser.error("--z-dims, --select-epochs, --samples-evaluated, --track-size and --workers "
+                     "must be >= 1")
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.table:
-        for z_dim in args.z_dims:
-            for method in METHODS:
-                run_row(args, method, z_dim)
-                print(report(args), flush=True)
+        from aevb.sweeps import Local, Processes, execute
+
+        tasks = [RowTask(args, method, z_dim) for z_dim in args.z_dims for method in METHODS]
+        executor = Processes(workers=args.workers) if args.workers > 1 else Local()
+        execute(tasks, executor, progress=False,
+                on_result=lambda task, result: print(report(args), flush=True))
     print(report(args), end="")
 
 

@@ -27,7 +27,7 @@ SMOKE_ARGS = {
                  "200", "--test-size", "20", "--out", "{tmp}/burda", "--no-progress"],
     "kingma_welling.py": ["--z-dims", "3", "--samples-evaluated", "400", "--track-size", "50",
                           "--samples", "3", "--train-size", "200", "--test-size", "20", "--out",
-                          "{tmp}/kw", "--no-progress"],
+                          "{tmp}/kw", "--no-progress", "--workers", "2"],
     "sweep.py": ["--parts", "overhead", "--rounds", "1", "--cells", "1", "--train-size", "200",
                  "--epochs", "1"],
     "zoo.py": ["--rows", "vae,sbn_ws,vqvae", "--epochs", "1", "--samples", "10", "--train-size",
