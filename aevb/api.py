@@ -101,7 +101,7 @@ class Run:
             info |= {"data": self.data.description, "data_source": self.data.source}
         return runs.write_evaluation(self.model, split, cfg, self.path,
                                      num_samples or ev.num_samples, self.device, info,
-                                     write=write)
+                                     write=write, epochs_trained=self._trained.epochs_trained)
 
     @torch.no_grad()
     def sample(self, n: int = 64, seed: int | None = 0) -> torch.Tensor:

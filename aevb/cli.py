@@ -199,7 +199,8 @@ def _evaluate(args) -> int:
     split_name, split = evaluation_split(run.data)
     result = write_evaluation(run.model, split, cfg, Path(args.run_dir), args.num_samples,
                               run.device, {"split": split_name, "data": run.data.description,
-                                           "data_source": run.data.source}, out)
+                                           "data_source": run.data.source}, out,
+                              epochs_trained=run.epochs_trained)
     print(json.dumps({k: result[k] for k in ("num_images", "num_samples", "elbo",
                                              "log_likelihood", "active_units")}))
     return 0

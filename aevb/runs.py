@@ -71,6 +71,8 @@ class Trained:
     data: DataBundle | None
     device: torch.device
     run_dir: Path
+    #: the epoch of the checkpoint the model was loaded from (``None``: the folder's newest)
+    epochs_trained: int | None = None
 
 
 def object_name(model) -> str:
@@ -400,19 +402,23 @@ def refuse_weaker(existing: Path, num_samples: int, num_images: int | None) -> N
 
 def write_evaluation(model, split: Split, cfg: Config, run_dir: Path, num_samples: int,
                      device: torch.device, data_info: dict | None = None,
-                     out: Path | None = None, write: bool = True) -> dict:
+                     out: Path | None = None, write: bool = True,
+                     epochs_trained: int | None = None) -> dict:
     """The figures of :func:`~aevb.inference.evaluation.evaluate` on ``split`` (the importance
     samples seeded from ``cfg.eval.seed``) with what they were computed on, written to
-    ``out`` (default ``run_dir/evaluation.json``) when ``write``."""
+    ``out`` (default ``run_dir/evaluation.json``) when ``write``. ``epochs_trained``: the
+    evaluated checkpoint's epoch (default: the newest checkpoint's in ``run_dir``)."""
     if device.type == "cpu":
         share_threads()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.eval.seed)
         result = evaluate(model, split, num_samples, cfg.eval.sample_chunk, cfg.eval.batch_size,
                           progress=cfg.train.progress)
-    checkpoints = list_checkpoints(run_dir) if run_dir is not None else []
+    if epochs_trained is None:
+        checkpoints = list_checkpoints(run_dir) if run_dir is not None else []
+        epochs_trained = checkpoint_epoch(checkpoints[-1]) if checkpoints else 0
     result |= (data_info or {}) | {
-        "epochs_trained": checkpoint_epoch(checkpoints[-1]) if checkpoints else 0,
+        "epochs_trained": epochs_trained,
         "model": model_label(cfg), "objective": cfg.elbo, "num_particles": cfg.num_particles,
         "seed": cfg.eval.seed, "note": likelihood_note(cfg, split), "environment": environment(device)}
     if write:
@@ -469,7 +475,7 @@ def load_run(run_dir: Path, checkpoint: Path | None = None, device: str | None =
     except RuntimeError as exc:
         raise ConfigError(f"the checkpoint in {run_dir} does not fit this model: "
                           f"{str(exc).splitlines()[0]}") from None
-    return Trained(cfg, model.to(dev).eval(), data, dev, run_dir)
+    return Trained(cfg, model.to(dev).eval(), data, dev, run_dir, payload.get("epoch"))
 
 
 def _saved_x_shape(run_dir: Path) -> tuple[int, ...]:

@@ -36,6 +36,11 @@ def test_train_evaluate_sample_and_resume(fashion_dir, tmp_path, capsys):
     result = json.loads((tmp_path / "ev.json").read_text())
     assert result["num_samples"] == 7 and result["num_images"] == 50
     assert result["epochs_trained"] == 2
+    first = run / "checkpoints" / "epoch-0001.pt"
+    assert main(["evaluate", str(run), "--checkpoint", str(first), "--num-samples", "2",
+                 "--test-size", "20", "--no-progress", "--out", str(tmp_path / "ev1.json")]) == 0
+    # the record names the checkpoint evaluated, not the folder's newest
+    assert json.loads((tmp_path / "ev1.json").read_text())["epochs_trained"] == 1
     assert main(["sample", str(run), "-n", "16", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").stat().st_size > 0
     for extra in ([], ["--slerp"]):
