@@ -40,15 +40,19 @@ SMALL_TRAIN = ["train.epochs=1", "data.train_size=300", "data.test_size=40",
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 
 
+def _code_lines(text: str) -> list[str]:
+    """The lines of a code block without blank lines, comment lines and trailing comments."""
+    return [re.sub(r"\s+#\s.*$", "", line).strip() for line in text.splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+
+
 def documented_commands() -> list[tuple[str, str]]:
     """(page, command) for every shell command in a fenced bash block of :data:`PAGES`."""
     out = []
     for page in PAGES:
         for block in re.findall(r"```(?:bash|sh)\n(.*?)```", page.read_text(), re.S):
-            for line in block.replace("\\\n", " ").splitlines():
-                line = re.sub(r"\s+#\s.*$", "", line).strip()
-                if line and not line.startswith("#"):
-                    out.append((page.relative_to(ROOT).as_posix(), line))
+            out += [(page.relative_to(ROOT).as_posix(), line)
+                    for line in _code_lines(block.replace("\\\n", " "))]
     return out
 
 
@@ -208,23 +212,17 @@ def python_blocks() -> list[tuple[str, str]]:
 PY_BLOCKS = python_blocks()
 
 
-def _code_lines(text: str) -> list[str]:
-    return [re.sub(r"\s+#\s.*$", "", line).strip() for line in text.splitlines()
-            if line.strip() and not line.strip().startswith("#")]
-
-
 def _excerpt_missing(block: str, source: Path) -> list[str]:
     """The excerpt's lines not in ``source`` (``def``/``class`` lines by their name only, since
     a page may drop the annotations)."""
+    def head(line: str) -> str | None:
+        found = re.match(r"(def|class) \w+", line)
+        return found.group(0) if found else None
+
     lines = set(_code_lines(source.read_text()))
-    heads = {re.match(r"(def|class) (\w+)", line).group(0) for line in lines
-             if re.match(r"(def|class) \w+", line)}
-    missing = []
-    for line in _code_lines(block):
-        head = re.match(r"(def|class) (\w+)", line)
-        if (head.group(0) not in heads) if head else (line not in lines):
-            missing.append(line)
-    return missing
+    heads = {head(line) for line in lines} - {None}
+    return [line for line in _code_lines(block)
+            if (head(line) not in heads if head(line) else line not in lines)]
 
 
 @pytest.mark.data
