@@ -222,7 +222,7 @@ def _excerpt_missing(block: str, source: Path) -> list[str]:
     lines = set(_code_lines(source.read_text()))
     heads = {head(line) for line in lines} - {None}
     return [line for line in _code_lines(block)
-            if (head(line) not in heads if head(line) else line not in lines)]
+            if ((h not in heads) if (h := head(line)) else (line not in lines))]
 
 
 @pytest.mark.data
