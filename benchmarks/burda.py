@@ -14,8 +14,9 @@ Each row is an ordinary aevb run folder under ``--out``/runs; a checkpoint is wr
 every pass and an interrupted row resumes from it, so the same command continues the work in
 the next sitting. The default ``--out`` is tracked by git, newest checkpoint included (a few
 MB a row), so a sitting on a fresh checkout resumes too. The table (``burda.md``,
-``burda.csv``) is rewritten after every row, and ``--table`` writes it from whatever is there
-(passes done so far for unfinished rows).
+``burda.csv``) holds every row trained in ``--out``, at each budget it was trained to; it is
+rewritten after every row, and ``--table`` writes it from whatever is there (passes done so far
+for unfinished rows).
 
     python benchmarks/burda.py --data-dir ../shared/data/mnist                # vae1, iwae1_k5
     python benchmarks/burda.py --rows vae2,iwae2_k5 --stages 4 --data-dir ...  # 121 passes
@@ -67,8 +68,18 @@ def passes(stages: int) -> int:
     return burda_passes(stages - 1)
 
 
-def row_dir(row: Row, args) -> Path:
-    return args.out / "runs" / f"{row.key}-stages{args.stages}"
+def row_dir(row: Row, out: Path, stages: int) -> Path:
+    return out / "runs" / f"{row.key}-stages{stages}"
+
+
+def table_rows(chosen: list[Row], args) -> list[tuple[Row, int]]:
+    """The table's rows: the chosen rows at ``--stages``, and every other row trained in
+    ``--out`` at any budget (the full one first), so one table holds them all."""
+    found = {(row.key, stages) for row in ROWS for stages in range(1, 9)
+             if row_dir(row, args.out, stages).is_dir()}
+    found |= {(row.key, args.stages) for row in chosen}
+    return [(row, stages) for row in ROWS for stages in range(8, 0, -1)
+            if (row.key, stages) in found]
 
 
 def row_task(row: Row, args) -> TrainTask:
@@ -79,13 +90,14 @@ def row_task(row: Row, args) -> TrainTask:
         "optim.schedule=burda", f"train.epochs={passes(args.stages)}", "train.keep_checkpoints=1",
         *run_settings(args), *row.overrides,
     )
-    return TrainTask(row.key, str(row_dir(row, args)), None, overrides, {"row": row.key})
+    return TrainTask(row.key, str(row_dir(row, args.out, args.stages)), None, overrides,
+                     {"row": row.key})
 
 
-def row_figures(row: Row, args) -> dict:
-    run_dir = row_dir(row, args)
+def row_figures(row: Row, out_dir: Path, stages: int) -> dict:
+    run_dir = row_dir(row, out_dir, stages)
     out = {"row": row.key, "label": row.label, "paper_nll": row.paper_nll,
-           "budget": passes(args.stages)}
+           "budget": passes(stages)}
     rows = metrics_rows(run_dir)
     if rows:
         out |= {"passes": len(rows), "hours": sum(r["seconds"] for r in rows) / 3600,
@@ -107,9 +119,10 @@ def write_table(results: list[dict], args) -> str:
     subset = " (SUBSET: smoke settings)" if args.train_size or args.test_size else ""
     lines = [
         f"MNIST{subset}, dynamic binarization, {args.train_size or 60000} training images, batch "
-        f"20, Adam (ε = 1e-4), Burda et al.'s schedule for stages 0..{args.stages - 1} "
-        f"({passes(args.stages)} passes); test −log p(x) by importance sampling with "
-        f"k={args.samples} on {args.test_size or 10000} test images; seed 0.",
+        f"20, Adam (ε = 1e-4), Burda et al.'s schedule for as many of its eight stages as "
+        f"the budget (passes) holds ({passes(8)} passes = the paper's full budget); test "
+        f"−log p(x) by importance sampling with k={args.samples} on {args.test_size or 10000} "
+        f"test images; seed 0.",
         "", "| model | paper NLL | aevb NLL (± s.e.) | aevb − paper | test ELBO | active units "
         "| passes | hours |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -151,12 +164,16 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--stages: 1 to 8 (the paper's schedule has eight stages)")
     args.out.mkdir(parents=True, exist_ok=True)
     rows = [r for r in ROWS if r.key in chosen]
+    def table() -> str:
+        return write_table([row_figures(r, args.out, s) for r, s in table_rows(rows, args)],
+                           args)
+
     if not args.table:
         for row in rows:
-            print(f"[burda] {row.label}: {row_dir(row, args)}", flush=True)
+            print(f"[burda] {row.label}: {row_dir(row, args.out, args.stages)}", flush=True)
             row_task(row, args).run()
-            print(write_table([row_figures(r, args) for r in rows], args), flush=True)
-    print(write_table([row_figures(r, args) for r in rows], args), end="")
+            print(table(), flush=True)
+    print(table(), end="")
 
 
 if __name__ == "__main__":

@@ -111,6 +111,11 @@ def test_benchmark_runs(script, fashion_dir, tmp_path):
         assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
         other = run_script(script, fashion_dir, tmp_path, "--samples", "20", check=False)
         assert other.returncode != 0 and "eval.num_samples (10 -> 20)" in other.stderr
+    if script == "burda.py":  # one table: the full-budget rows and those at a shorter budget
+        table = run_script(script, fashion_dir, tmp_path, "--table", "--stages", "8").stdout
+        lines = [line for line in table.splitlines() if line.startswith("| 2 layers, IWAE k=5")]
+        assert len(lines) == 2 and "not started" in lines[0] and "| 0/3280 |" in lines[0]
+        assert " ± " in lines[1] and "| 4/4 |" in lines[1]
 
 
 def run_script(script, fashion_dir, tmp_path, *extra, check=True):
