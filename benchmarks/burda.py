@@ -75,11 +75,9 @@ def row_dir(row: Row, out: Path, stages: int) -> Path:
 def table_rows(chosen: list[Row], args) -> list[tuple[Row, int]]:
     """The table's rows: the chosen rows at ``--stages``, and every other row trained in
     ``--out`` at any budget (the full one first), so one table holds them all."""
-    found = {(row.key, stages) for row in ROWS for stages in range(1, 9)
-             if row_dir(row, args.out, stages).is_dir()}
-    found |= {(row.key, args.stages) for row in chosen}
     return [(row, stages) for row in ROWS for stages in range(8, 0, -1)
-            if (row.key, stages) in found]
+            if (row in chosen and stages == args.stages)
+            or row_dir(row, args.out, stages).is_dir()]
 
 
 def row_task(row: Row, args) -> TrainTask:
