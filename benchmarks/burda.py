@@ -4,7 +4,7 @@ log-likelihoods.
 
 Every row trains on the 60,000 dynamically binarized MNIST training images (no validation
 split, as the paper) at batch 20 with Adam (β = (0.9, 0.999), ε = 1e-4) and the paper's
-learning rate, 1e-3·10^(−i/7) for 3^i passes, i = 0..``--stages`` (all eight stages, 3280
+learning rate, 1e-3·10^(−i/7) for 3^i passes, i = 0..``--stages``−1 (all eight stages, 3280
 passes, by default; fewer stages is a stated shorter budget), then is evaluated on the full
 10,000-image test set: −log p(x) by importance sampling with k = 5000, and active units
 (Cov_x E_q[u] > 0.01). One layer: 784-200-200-z50 (tanh); two layers:
@@ -19,7 +19,7 @@ rewritten after every row, and ``--table`` writes it from whatever is there (pas
 for unfinished rows).
 
     python benchmarks/burda.py --data-dir ../shared/data/mnist                # vae1, iwae1_k5
-    python benchmarks/burda.py --rows vae2,iwae2_k5 --stages 4 --data-dir ...  # 121 passes
+    python benchmarks/burda.py --rows vae2,iwae2_k5 --stages 5 --data-dir ...  # 121 passes
     python benchmarks/burda.py --table --data-dir ...
 """
 
