@@ -96,7 +96,10 @@ class ModelConfig:
 class OptimConfig:
     """:param name: ``adam`` or ``adagrad`` (the paper's). :param lr: learning rate.
     :param weight_decay: L2 penalty (an N(0, σ²I) weight prior, as the AEVB paper's).
-    :param eps: the optimizer's ε (unset: torch's default; Burda et al. use 1e-4 with Adam).
+    :param eps: the optimizer's ε (unset: torch's default). It is added to the root of the
+        second moment of *aevb's* gradient, which is that of the N/M-scaled loss (the whole
+        training set's ELBO); a paper's ε for a per-minibatch sum is N/M times larger here
+        (Burda et al.'s 1e-4, batch 20 of 60000: 0.3).
     :param schedule: the learning rate by epoch, ``constant`` or ``burda`` (lr·10^(−i/7) for
         3^i passes, i = 0..7; :mod:`aevb.inference.training.schedules`)."""
 

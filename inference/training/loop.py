@@ -375,9 +375,9 @@ def run_epochs(model, objective: Objective, engine: Engine, train: Split, valid:
                     f"could not write epoch {epoch}'s checkpoint or metrics in {run_dir}: "
                     f"{exc.strerror or exc}; {_kept(epoch - 1, start_epoch, run_dir)}"
                 ) from None
-        log.info("epoch %d: train %s %.2f, valid ELBO %s nats, %.1f s", epoch, objective.name,
-                 row["train_objective"], f"{row['valid_elbo']:.2f}" if valid is not None
-                 else "(no validation split)", row["seconds"])
+        log.info("epoch %d: train %s %.2f, %s, %.1f s", epoch, objective.name,
+                 row["train_objective"], f"valid ELBO {row['valid_elbo']:.2f} nats"
+                 if valid is not None else "no validation split", row["seconds"])
     return metrics.rows() if metrics is not None else rows
 
 
