@@ -5,10 +5,11 @@ out for validation) for ``--epochs`` epochs at batch 128 with Adam (lr 1e-3), th
 on the full 10,000-image test set: the importance-sampled log-likelihood with k = ``--samples``
 (default 5000; Burda et al. 2016), the mean log-weight (the ELBO), active units (Burda et al.'s
 Cov_x E_q[u] > 0.01) and the median seconds per training epoch. The VAE-like rows use Burda et
-al.'s one-stochastic-layer architecture (784-200-200-z50, tanh); DLGM uses their two-layer one
-(784-100-100-z100-50-50-z50). VQ-VAE's row gives its ELBO under the learned prior (its guide
-is deterministic), the test reconstruction cross-entropy and the codebook's perplexity (see
-:mod:`models.vqvae`).
+al.'s one-stochastic-layer architecture (784-200-200-z50, tanh); DLGM has two stochastic
+layers (aevb's default, 784-100-100-z100-50-50-z50: narrower than Burda et al.'s two-layer
+784-200-200-z100-100-100-z50, which ``benchmarks/burda.py`` trains). VQ-VAE's row gives its
+ELBO under the learned prior (its guide is deterministic), the test reconstruction
+cross-entropy and the codebook's perplexity (see :mod:`models.vqvae`).
 
 The table is a grid definition on aevb's sweep engine (:mod:`aevb.sweeps`): one axis, ``row``,
 whose values stand for their overrides. Each row is an ordinary aevb run folder under

@@ -68,8 +68,9 @@ class DLGM(SpecModel):
 
     :param z_dims: layer sizes from the bottom (next to x) up (default ``[100, 50]``).
     :param layer_hidden: hidden sizes of the networks into and out of each layer: one list per
-        layer, or one list for all. Default two layers as wide as the stochastic layer, which is
-        Burda et al.'s two-layer architecture (784-100-100-z100-50-50-z50) for the default sizes.
+        layer, or one list for all. Default two layers as wide as the stochastic layer
+        (784-100-100-z100-50-50-z50 for the default sizes); Burda et al.'s (2016) two-layer
+        architecture, 784-200-200-z100-100-100-z50, is ``layer_hidden=[[200, 200], [100, 100]]``.
     :param str activation: hidden activation (default ``tanh``).
     :param str likelihood: family of p(x|z1) (default ``bernoulli``).
     """
