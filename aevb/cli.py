@@ -273,7 +273,8 @@ def _experiment(args) -> int:
         alpha=args.alpha, labelled_weight=args.labelled_weight,
         labelled_batches=args.labelled_batches, m1_epochs=args.m1_epochs,
         z_kl_start=args.z_kl_start, z_kl_epochs=args.z_kl_epochs,
-        binarization=args.binarization,
+        weight_prior=args.weight_prior, init_sd=args.init_sd,
+        binarization=args.binarization, classify_from=args.classify_from,
         train_size=args.train_size, test_size=args.test_size, data_dir=args.data_dir,
         device=args.device or "auto")
     out = Path(args.out or f"results/semisupervised-{args.dataset}")
@@ -573,7 +574,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "cheaper in y than in z while it falls to 1 (the paper's objective)")
     ss.add_argument("--z-kl-epochs", type=fraction_or_more, default=0.0,
                     help="epochs over which that weight falls linearly to 1")
+    ss.add_argument("--weight-prior", type=fraction_or_more, default=0.0, metavar="LAMBDA",
+                    help="an N(0, I/LAMBDA) prior on every parameter of each method (Kingma et "
+                    "al.'s code: 1; default 0, none)")
+    ss.add_argument("--init-sd", type=_positive_float, help="draw every parameter from N(0, "
+                    "INIT_SD^2) (Kingma et al.'s code: 1e-3; default torch's initialization)")
     ss.add_argument("--binarization", default="dynamic", choices=["dynamic", "static", "none"])
+    ss.add_argument("--classify-from", choices=["grayscale", "binarized"],
+                    help="under dynamic binarization, classify validation and test images from "
+                    "their grey levels (as Kingma et al.'s code and Pyro's example) or from one "
+                    "fixed binarization of each (default: grayscale in a new --out, the "
+                    "folder's own in an existing one)")
     ss.add_argument("--train-size", type=positive, help="first n training images only (quick runs)")
     ss.add_argument("--test-size", type=positive, help="first n validation and test images only")
     ss.add_argument("--data-dir")

@@ -111,15 +111,23 @@ def paired_batches(unlabelled: Split, labelled_stream: Iterator[Batch], batch_si
 @dataclass
 class SemiData:
     """The splits a semi-supervised method trains and selects on: labelled, unlabelled,
-    validation and test."""
+    validation and test. ``valid`` and ``test`` are the images q(y|x) classifies;
+    ``valid_observed`` (default ``valid``) the validation images as the generative model
+    observes them, e.g. binarized where ``valid`` holds their grey levels."""
     labelled: Split
     unlabelled: Split
     valid: Split
     test: Split
+    valid_observed: Split | None = None
 
     @property
     def num_train(self) -> int:
         return len(self.labelled) + len(self.unlabelled)
+
+    @property
+    def observed_valid(self) -> Split:
+        """The validation split the generative model's diagnostics read."""
+        return self.valid if self.valid_observed is None else self.valid_observed
 
 
 @torch.no_grad()
@@ -168,6 +176,8 @@ class Settings:
     labelled_batches: str = "every-step"  # see LABELLED_BATCHES
     z_kl_start: float = 1.0  # the weight on KL(q(z|x,y) || p(z)) at the start (see M2)
     z_kl_epochs: float = 0.0  # epochs over which it moves linearly to 1 (0: 1 throughout)
+    weight_prior: float = 0.0  # λ of an N(0, I/λ) prior on every parameter (0: none)
+    init_sd: float | None = None  # every parameter drawn from N(0, init_sd²) (None: torch's)
 
     @property
     def z_kl(self) -> KLSchedule:
@@ -226,10 +236,34 @@ def labelled_num_data(data: SemiData, settings: Settings) -> int:
     return round(n * steps / min(k, steps))
 
 
+def initialize(module: nn.Module, init_sd: float | None) -> None:
+    """Kingma et al.'s code's initialization (``init_w(1e-3)`` in ``dpkingma/nips14-ssl``):
+    every parameter, weights and biases, drawn from N(0, ``init_sd``²); ``None`` keeps torch's."""
+    if init_sd is None:
+        return
+    if init_sd <= 0:
+        raise ConfigError(f"--init-sd {init_sd}: give a standard deviation > 0")
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0.0, init_sd)
+
+
+def weight_decay(settings: Settings, objective_size: float) -> float:
+    """The weight decay that adds the N(0, I/λ) prior of ``settings.weight_prior`` = λ once to
+    an objective that estimates ``objective_size`` times the per-image objective: λ on M2's
+    N-scaled loss, λ / N_labelled on the baseline's mean cross-entropy (Kingma et al.'s code puts
+    an N(0, I) prior, λ = 1, on every network's weights)."""
+    if settings.weight_prior < 0:
+        raise ConfigError(f"--weight-prior {settings.weight_prior}: give λ >= 0 (0: no prior)")
+    return settings.weight_prior / objective_size
+
+
 class Method:
     """One way of learning a classifier from a :class:`SemiData`. ``module`` holds every trained
     parameter (it is what checkpoints save, with ``optimizer``: a torch optimizer or an
-    engine, anything with ``state_dict``); ``classify(x)`` returns class logits."""
+    engine, anything with ``state_dict``); ``classify(x)`` returns class logits. Each method
+    draws its parameters as :func:`initialize` says and puts the prior of :func:`weight_decay`
+    on them."""
 
     module: nn.Module
     optimizer: torch.optim.Optimizer | Engine
@@ -295,6 +329,7 @@ class M2(Method):
         super().__init__(data, settings)
         x_shape = tuple(data.unlabelled.x.shape[1:])
         self.module = SpecModel(x_shape, m2_spec(self.spec_name, data, settings))
+        initialize(self.module, settings.init_sd)
         self.module.to(data.unlabelled.x.device)
         first = next(data.unlabelled.batches(2))
         objective = objective_for_model("elbo", 1, self.module, Batch(first.x, first.y))
@@ -306,7 +341,8 @@ class M2(Method):
             for batch in (Batch(first.x, first.y), Batch(first.x)):
                 objective.differentiable_loss(self.module.model, self.module.guide, batch)
         # the fast engine is also what the runner checkpoints as the optimizer
-        self.optimizer = build_engine("fast", self.module, objective, "adam", settings.lr)
+        self.optimizer = build_engine("fast", self.module, objective, "adam", settings.lr,
+                                      weight_decay(settings, 1.0))
 
     def train_epoch(self, epoch: int) -> dict:
         self.module.train()
@@ -334,7 +370,8 @@ class M2(Method):
 
     def diagnostics(self) -> dict:
         self.module.eval()
-        return {"valid_generative_accuracy": generative_accuracy(self.module, self.data.valid)}
+        return {"valid_generative_accuracy": generative_accuracy(self.module,
+                                                                 self.data.observed_valid)}
 
 
 @METHODS.register("m1m2")
@@ -357,8 +394,10 @@ class Baseline(Method):
         spec = load_spec(shipped_spec("m2")).networks["classifier"]
         x_shape = tuple(data.unlabelled.x.shape[1:])
         self.module = build_network(spec.type, [x_shape], (10,), spec.hidden, spec.activation)
+        initialize(self.module, settings.init_sd)
         self.module.to(data.unlabelled.x.device)
         self.optimizer = build_optimizer("adam", self.module.parameters(), settings.lr,
+                                         weight_decay(settings, len(data.labelled)),
                                          foreach=True)
 
     def train_epoch(self, epoch: int) -> dict:
@@ -390,18 +429,21 @@ class M1Baseline(Baseline):
 
 
 @torch.no_grad()
-def m1_features(m1, data: SemiData, seed: int) -> SemiData:
+def m1_features(m1, data: SemiData, seed: int, binarize: bool = True) -> SemiData:
     """M1's codes in place of the images (Kingma et al. 2014, section 3.2: M2 is trained on
     z1 ~ q(z1|x) of an M1 trained without labels). The training splits keep q(z1|x)'s mean and
     scale, so that every batch shows a fresh z1 (a :class:`~aevb.inference.Split` with ``scale``);
-    validation and test images are classified from the mean. Images kept in [0, 1] under dynamic
-    binarization are binarized once from ``seed`` first, so every code is of a binary image."""
+    validation and test images are classified from the mean. With ``binarize``, training images
+    kept in [0, 1] under dynamic binarization are binarized once from ``seed`` first, so every
+    code is of a binary image; without it they are encoded from their grey levels, as the
+    validation and test images are when ``data`` holds grey levels for them (Kingma et al.'s
+    code encodes every split's grey levels)."""
     m1.eval()
     gen = torch.Generator(device="cpu").manual_seed(seed)
 
     def encode(split: Split, sampled: bool) -> Split:
         x = split.x
-        if split.dynamic:
+        if split.dynamic and binarize:
             x = torch.bernoulli(x.cpu(), generator=gen).to(x.device)
         posteriors = [m1.posterior(x[i:i + 1000]) for i in range(0, len(x), 1000)]
         loc = torch.cat([q.mean for q in posteriors])

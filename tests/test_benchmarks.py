@@ -1,5 +1,6 @@
 """Every benchmark script runs with tiny settings; a new script must be listed here."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +45,7 @@ EXPECTED = {"throughput.py": "ratio aevb fast / hand-written", "m2_enumeration.p
 
 def test_every_benchmark_is_listed():
     scripts = {p.name for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_")}
-    assert scripts == set(SMOKE_ARGS) | {"m2_pyro_example.py"}, \
+    assert scripts == set(SMOKE_ARGS) | {"m2_pyro_example.py", "classify_from.py"}, \
         "add the new benchmark to SMOKE_ARGS"
 
 
@@ -96,6 +97,27 @@ def test_the_pyro_example_benchmark_times_both_loops(fashion_dir, tmp_path):
                               "--pyro-examples", str(tmp_path / "nowhere")],
                              capture_output=True, text=True, timeout=600)
     assert refused.returncode and "give a copy of pyro's examples/vae" in refused.stderr
+
+
+@pytest.mark.data
+def test_classify_from_rescores_every_pixel_space_run_both_ways(fashion_dir, tmp_path):
+    from aevb.experiments.semisupervised import Experiment, ExperimentConfig
+
+    out = tmp_path / "ss"
+    Experiment(ExperimentConfig(labels=[20], seeds=1, epochs=1, methods=["baseline", "m1m2"],
+                                train_size=300, test_size=100, batch_size=64, device="cpu",
+                                data_dir=str(fashion_dir), classify_from="binarized"),
+               out, progress=False).run_all()
+    before = sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file())
+    lines = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "classify_from.py"), str(out)], cwd=ROOT,
+        capture_output=True, text=True, timeout=600, check=True).stdout.splitlines()
+    rows = [line for line in lines if line.startswith("| baseline") or line.startswith("| m1")]
+    assert len(rows) == 1 and rows[0].startswith("| baseline-n20-seed0 | 1 | ")  # no M1 codes
+    # its once-binarized figure is the runner's own score of the same checkpoint
+    result = json.loads((out / "runs" / "baseline-n20-seed0" / "result.json").read_text())
+    assert rows[0].split(" | ")[2] == f"{100 * result['final_test_accuracy']:.2f}%"
+    assert before == sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file())
 
 
 @pytest.mark.data

@@ -88,6 +88,11 @@ def test_m1_codes_train_m2_on_fresh_draws_of_q_z1_and_classify_from_its_mean():
     assert codes.test.scale is None
     first, second = (next(codes.labelled.batches(10)).x for _ in range(2))
     assert not torch.equal(first, second)  # a fresh z1 each time
+    # by default the training images are binarized once before they are encoded; without
+    # binarize their grey levels are (as Kingma et al.'s code does)
+    assert not torch.allclose(codes.labelled.x, m1.posterior(x[:10]).mean)
+    grey = m1_features(m1, data, seed=0, binarize=False)
+    assert torch.allclose(grey.labelled.x, m1.posterior(x[:10]).mean)
 
 
 def test_labelled_batches_once_per_epoch_spread_and_scaled_to_the_same_expected_objective():
@@ -405,3 +410,71 @@ def test_parallel_workers_end_when_the_runner_is_killed(tmp_path):
         if pid_file.is_file() and pid_file.read_text():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+@pytest.mark.data
+def test_q_y_x_classifies_grey_levels_where_training_binarizes_dynamically(fashion_dir, tmp_path):
+    """Under dynamic binarization the validation and test images q(y|x) is scored on are the
+    grey levels every binarization draws from; the generative diagnostics read the fixed
+    binarization; ``--classify-from binarized`` keeps that binarization for both."""
+    cfg = tiny(data_dir=str(fashion_dir), labels=[20], seeds=1, methods=["baseline"])
+    grey = Experiment(cfg, tmp_path / "grey", progress=False)
+    data = grey.semi_data(20, 0)
+    assert not set(data.test.x.unique().tolist()) <= {0.0, 1.0}
+    assert set(data.observed_valid.x.unique().tolist()) <= {0.0, 1.0}
+    # the grey levels are those the fixed binarization was drawn from, image for image
+    bundle = grey.data()
+    assert torch.equal(data.test.y, bundle.test.y)
+    assert ((bundle.test.x == 1) <= (data.test.x > 0)).all()
+    binarized = Experiment(tiny(**(vars(cfg) | {"classify_from": "binarized"})), tmp_path / "bin",
+                           progress=False).semi_data(20, 0)
+    assert torch.equal(binarized.test.x, bundle.test.x)
+    assert binarized.observed_valid is binarized.valid
+
+
+@pytest.mark.data
+def test_a_folder_keeps_how_it_classifies_unless_told_otherwise(fashion_dir, tmp_path):
+    """A folder from before ``classify_from`` classified once-binarized images: its command
+    resumes it so; a new folder classifies grey levels; naming the other choice is refused."""
+    def cfg(**kw):
+        return tiny(data_dir=str(fashion_dir), labels=[20], seeds=1, methods=["baseline"], **kw)
+
+    Experiment(cfg(), tmp_path, progress=False).run_all()
+    settings = tmp_path / "experiment.json"
+    saved = json.loads(settings.read_text())
+    assert saved["classify_from"] == "grayscale"
+    assert "grey-level test images" in (tmp_path / "results.md").read_text()
+    del saved["classify_from"]
+    settings.write_text(json.dumps(saved))  # as written before the setting existed
+    Experiment(cfg(), tmp_path, progress=False).run_all()
+    assert json.loads(settings.read_text())["classify_from"] == "binarized"
+    assert "once-binarized test images" in (tmp_path / "results.md").read_text()
+    with pytest.raises(RunDirError, match=r"\(classify_from differ\)"):
+        Experiment(cfg(classify_from="grayscale"), tmp_path, progress=False).run_all()
+
+
+def test_unknown_classify_from_is_refused():
+    with pytest.raises(ConfigError, match="--classify-from 'gray'"):
+        ExperimentConfig(classify_from="gray").check()
+
+
+def test_kingma_et_al_initialization_and_weight_prior():
+    """--init-sd draws every parameter from N(0, sd²); --weight-prior λ adds the N(0, I/λ) prior
+    once to each method's objective: weight decay λ on M2's N-scaled loss, λ / N_labelled on the
+    baseline's mean cross-entropy over labelled images."""
+    data = small_semi_data()
+    torch.manual_seed(0)
+    m2 = METHODS.get("m2")(data, Settings(init_sd=1e-3, weight_prior=1.0))
+    values = torch.cat([p.detach().flatten() for p in m2.module.parameters()])
+    assert len(values) > 100_000 and values.std().item() == pytest.approx(1e-3, rel=0.01)
+    assert values.mean().abs().item() < 1e-5
+    assert {g["weight_decay"] for g in m2.optimizer.optimizer.param_groups} == {1.0}
+    baseline = METHODS.get("baseline")(data, Settings(init_sd=1e-3, weight_prior=1.0))
+    assert {g["weight_decay"] for g in baseline.optimizer.param_groups} == {1.0 / 10}
+    torch.manual_seed(0)
+    default = METHODS.get("m2")(data, Settings())
+    values = torch.cat([p.detach().flatten() for p in default.module.parameters()])
+    assert values.std().item() > 1e-2  # torch's initialization
+    assert {g["weight_decay"] for g in default.optimizer.optimizer.param_groups} == {0.0}
+    with pytest.raises(ConfigError, match="--init-sd 0"):
+        METHODS.get("baseline")(data, Settings(init_sd=0.0))

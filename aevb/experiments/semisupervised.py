@@ -67,7 +67,19 @@ NEUTRAL = ("data_dir", "device")
 
 # settings added since a results folder may have been written, with the value that reproduces
 # what its runs did (a missing key never takes a newer default that did not run)
-BEFORE_ADDED = {"z_kl_start": 1.0, "z_kl_epochs": 0.0}
+BEFORE_ADDED = {"z_kl_start": 1.0, "z_kl_epochs": 0.0, "classify_from": "binarized"}
+
+# What q(y|x) classifies under dynamic binarization (with static or no binarization the
+# validation and test splits are classified as they are, whichever is chosen):
+CLASSIFY_FROM = {
+    # the validation and test images' grey levels, the pixel probabilities every binarization
+    # draws from (Kingma et al.'s code and Pyro's ss_vae_M2 classify grey levels); M1+M2's
+    # codes are of grey-level images too
+    "grayscale": "grey-level",
+    # one binarization of each, drawn once from a fixed seed (the splits the log-likelihood
+    # evaluation reads); M1+M2's training codes are of images binarized once
+    "binarized": "once-binarized",
+}
 
 
 @dataclass
@@ -87,7 +99,12 @@ class ExperimentConfig:
     m1_epochs: int | None = None  # default: epochs
     z_kl_start: float = 1.0  # M2's z-KL weight at the start, annealed to 1 (see inference.M2)
     z_kl_epochs: float = 0.0
+    weight_prior: float = 0.0  # λ of an N(0, I/λ) prior on every parameter (inference.weight_decay)
+    init_sd: float | None = None  # parameters drawn from N(0, init_sd²) (None: torch's init)
     binarization: str = "dynamic"
+    # see CLASSIFY_FROM; None: "grayscale" in a new results folder, the folder's own in an
+    # existing one (so that a folder's command resumes it unchanged)
+    classify_from: str | None = None
     train_size: int | None = None
     test_size: int | None = None
     validation_size: int = 10000
@@ -104,6 +121,24 @@ class ExperimentConfig:
                 raise ConfigError(f"--{key.replace('_', '-')} must be >= 1")
         if not self.labels:
             raise ConfigError("--labels: give at least one label count, e.g. 100,1000")
+        if self.classify_from is not None and self.classify_from not in CLASSIFY_FROM:
+            raise ConfigError(f"--classify-from {self.classify_from!r}: choose one of "
+                              f"{', '.join(CLASSIFY_FROM)}")
+
+    @property
+    def grey_levels(self) -> bool:
+        """Whether q(y|x) classifies grey levels that training sees only binarized."""
+        return self.binarization == "dynamic" and self.classified == "grayscale"
+
+    @property
+    def classified(self) -> str:
+        """``classify_from``, resolved (:data:`CLASSIFY_FROM`)."""
+        return self.classify_from or "grayscale"
+
+    @property
+    def classified_words(self) -> str:
+        """How the results table names the images q(y|x) classifies ("" or "grey-level ")."""
+        return f"{CLASSIFY_FROM[self.classified]} " if self.binarization == "dynamic" else ""
 
     def runs(self) -> list[tuple[str, int, int]]:
         return [(m, n, s) for n in self.labels for m in self.methods for s in range(self.seeds)]
@@ -160,11 +195,11 @@ class Experiment:
         self.cfg, self.out, self.progress = cfg, Path(out), progress
         self.device = resolve_device(cfg.device)
         self._data = None
+        self._grey = None
 
     # -- the folder -------------------------------------------------------------------------------
     def claim_folder(self) -> None:
         settings = self.out / "experiment.json"
-        mine = asdict(self.cfg)
         if settings.is_file():
             # settings added since the folder was written take their defaults
             saved = asdict(ExperimentConfig()) | BEFORE_ADDED | json.loads(settings.read_text())
@@ -172,6 +207,8 @@ class Experiment:
             saved["m1_epochs"] = saved["m1_epochs"] or saved["epochs"]
             if self.cfg.m1_epochs is None:
                 self.cfg.m1_epochs = saved["m1_epochs"]
+            if self.cfg.classify_from is None:
+                self.cfg.classify_from = saved["classify_from"]
             # more epochs: each run goes on from its last checkpoint, as an interrupted run
             # resumes (Adam's step size is constant: no run depends on the epochs ahead of it)
             if self.cfg.epochs > saved["epochs"]:
@@ -182,8 +219,9 @@ class Experiment:
                 raise RunDirError(f"{self.out} holds an experiment with other settings "
                                   f"({', '.join(diff)} differ); restart it with the same arguments "
                                   f"or choose another --out")
+        self.cfg.classify_from = self.cfg.classified
         self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(settings, json.dumps(mine, indent=2) + "\n")
+        atomic_write_text(settings, json.dumps(asdict(self.cfg), indent=2) + "\n")
 
     def data(self):
         if self._data is None:
@@ -194,11 +232,26 @@ class Experiment:
             self._data = load_data(dcfg, self.device)
         return self._data
 
+    def classified(self):
+        """The validation and test splits q(y|x) is scored on (:data:`CLASSIFY_FROM`)."""
+        bundle = self.data()
+        if not self.cfg.grey_levels:
+            return bundle.valid, bundle.test
+        if self._grey is None:
+            c = self.cfg
+            grey = load_data(DataConfig(name=c.dataset, data_dir=c.data_dir, binarization="none",
+                                        validation_size=c.validation_size,
+                                        train_size=c.train_size, test_size=c.test_size),
+                             self.device)
+            self._grey = grey.valid, grey.test
+        return self._grey
+
     def semi_data(self, labels: int, seed: int) -> SemiData:
         bundle = self.data()
         split = label_split(bundle.train.y, labels, seed)
+        valid, test = self.classified()
         return SemiData(subset(bundle.train, split.labelled), subset(bundle.train, split.unlabelled),
-                        bundle.valid, bundle.test)
+                        valid, test, valid_observed=bundle.valid)
 
     # -- M1 (shared by a seed's runs on M1's codes) ----------------------------------------------
     def m1(self, seed: int) -> VAE:
@@ -226,6 +279,19 @@ class Experiment:
         return model
 
     # -- one run ---------------------------------------------------------------------------------
+    def method(self, method_name: str, labels: int, seed: int) -> Method:
+        """The untrained method of the run (``method_name``, ``labels``, ``seed``) on its data
+        (M1's codes for methods on M1's features), its initialization drawn from ``seed``."""
+        data = self.semi_data(labels, seed)
+        if METHODS.get(method_name).on_m1_features:
+            data = m1_features(self.m1(seed), data, seed, binarize=not self.cfg.grey_levels)
+        torch.manual_seed(seed)
+        settings = Settings(self.cfg.batch_size, self.cfg.lr, self.cfg.alpha,
+                            self.cfg.labelled_weight, self.cfg.labelled_batches,
+                            self.cfg.z_kl_start, self.cfg.z_kl_epochs, self.cfg.weight_prior,
+                            self.cfg.init_sd)
+        return METHODS.get(method_name)(data, settings)
+
     def run(self, method_name: str, labels: int, seed: int) -> dict:
         run_dir = self.out / "runs" / f"{method_name}-n{labels}-seed{seed}"
         result_path = run_dir / "result.json"
@@ -235,14 +301,8 @@ class Experiment:
                 return result  # finished; a run with fewer epochs goes on from its checkpoint
         if self.device.type == "cpu":
             share_threads()
-        data = self.semi_data(labels, seed)
-        if METHODS.get(method_name).on_m1_features:
-            data = m1_features(self.m1(seed), data, seed)
-        torch.manual_seed(seed)
-        settings = Settings(self.cfg.batch_size, self.cfg.lr, self.cfg.alpha,
-                            self.cfg.labelled_weight, self.cfg.labelled_batches,
-                            self.cfg.z_kl_start, self.cfg.z_kl_epochs)
-        method: Method = METHODS.get(method_name)(data, settings)
+        method = self.method(method_name, labels, seed)
+        data = method.data
         state = {"best_valid": -1.0, "best_epoch": 0, "test_at_best": 0.0, "seconds": 0.0}
         start = 0
         if list_checkpoints(run_dir):
@@ -303,8 +363,8 @@ class Experiment:
         description = (f"{self.cfg.dataset}: {d['num_train']} training images (labelled subset + "
                        f"the rest unlabelled), {d['num_valid']} validation, {d['num_test']} test; "
                        f"{BINARIZATION_WORDS.get(self.cfg.binarization, self.cfg.binarization)}; "
-                       f"{self.cfg.epochs} epochs; test "
-                       f"accuracy of argmax q(y|x) at the best validation epoch; "
+                       f"{self.cfg.epochs} epochs; test accuracy of argmax q(y|x) on "
+                       f"{self.cfg.classified_words}test images at the best validation epoch; "
                        f"{self.cfg.seeds} seeds" + ("; SUBSET of the data" if d["subset"] else ""))
         write_table(rows, self.out, description)
         accuracy_vs_labels(rows, self.out / "accuracy.png")
