@@ -45,7 +45,8 @@ EXPECTED = {"throughput.py": "ratio aevb fast / hand-written", "m2_enumeration.p
 
 def test_every_benchmark_is_listed():
     scripts = {p.name for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_")}
-    assert scripts == set(SMOKE_ARGS) | {"m2_pyro_example.py", "classify_from.py"}, \
+    assert scripts == set(SMOKE_ARGS) | {"m2_pyro_example.py", "classify_from.py",
+                                         "m1m2_released_m1.py"}, \
         "add the new benchmark to SMOKE_ARGS"
 
 
@@ -118,6 +119,43 @@ def test_classify_from_rescores_every_pixel_space_run_both_ways(fashion_dir, tmp
     result = json.loads((out / "runs" / "baseline-n20-seed0" / "result.json").read_text())
     assert rows[0].split(" | ")[2] == f"{100 * result['final_test_accuracy']:.2f}%"
     assert before == sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file())
+
+
+@pytest.mark.data
+def test_m1m2_on_the_released_m1_reads_its_arrays_and_keeps_its_varying_dimensions(
+        fashion_dir, tmp_path):
+    import io
+    import tarfile
+
+    import numpy as np
+
+    # a stand-in for the released M1's encoder file: its layout, random weights; the mean of
+    # dimensions 0..4 varies over the images, that of the others does not
+    rng = np.random.default_rng(0)
+    shapes = {"b0": (500, 1), "b1": (500, 1), "logvar_b": (50, 1), "logvar_w": (50, 500),
+              "mean_b": (50, 1), "mean_w": (50, 500), "w0": (500, 784), "w1": (500, 500)}
+    arrays = {k: rng.normal(0, 0.05, size) for k, size in shapes.items()}
+    arrays["mean_w"][5:] = 0.0
+    buffer = io.BytesIO()
+    np.savez(buffer, *arrays.values())
+    path = tmp_path / "nips14-ssl" / "models" / "mnist_z_x_50-500-500_longrun" / "v.ndict.tar.gz"
+    path.parent.mkdir(parents=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in (("arrays.npz", buffer.getvalue()),
+                           ("names.txt", "".join(f"{k}\n" for k in arrays).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "m1m2_released_m1.py"), "--nips14-ssl",
+         str(tmp_path / "nips14-ssl"), "--dataset", "fashion-mnist", "--labels", "20",
+         "--epochs", "1", "--train-size", "300", "--test-size", "100", "--data-dir",
+         str(fashion_dir), "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True,
+        text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "released M1: 5 of 50 dimensions of z1 kept" in out.stdout
+    assert "| M1+M2 on the released M1 | 20 | 0 |" in out.stdout
+    assert (tmp_path / "out" / "runs" / "m1m2-n20-seed0" / "result.json").is_file()
 
 
 @pytest.mark.data
