@@ -121,6 +121,10 @@ class ExperimentConfig:
                 raise ConfigError(f"--{key.replace('_', '-')} must be >= 1")
         if not self.labels:
             raise ConfigError("--labels: give at least one label count, e.g. 100,1000")
+        if self.weight_prior < 0:
+            raise ConfigError(f"--weight-prior {self.weight_prior}: give λ >= 0 (0: no prior)")
+        if self.init_sd is not None and self.init_sd <= 0:
+            raise ConfigError(f"--init-sd {self.init_sd}: give a standard deviation > 0")
         if self.classify_from is not None and self.classify_from not in CLASSIFY_FROM:
             raise ConfigError(f"--classify-from {self.classify_from!r}: choose one of "
                               f"{', '.join(CLASSIFY_FROM)}")
@@ -128,17 +132,18 @@ class ExperimentConfig:
     @property
     def grey_levels(self) -> bool:
         """Whether q(y|x) classifies grey levels that training sees only binarized."""
-        return self.binarization == "dynamic" and self.classified == "grayscale"
+        return self.binarization == "dynamic" and self.resolved_classify_from == "grayscale"
 
     @property
-    def classified(self) -> str:
+    def resolved_classify_from(self) -> str:
         """``classify_from``, resolved (:data:`CLASSIFY_FROM`)."""
         return self.classify_from or "grayscale"
 
     @property
     def classified_words(self) -> str:
         """How the results table names the images q(y|x) classifies ("" or "grey-level ")."""
-        return f"{CLASSIFY_FROM[self.classified]} " if self.binarization == "dynamic" else ""
+        words = CLASSIFY_FROM[self.resolved_classify_from]
+        return f"{words} " if self.binarization == "dynamic" else ""
 
     def runs(self) -> list[tuple[str, int, int]]:
         return [(m, n, s) for n in self.labels for m in self.methods for s in range(self.seeds)]
@@ -219,7 +224,7 @@ class Experiment:
                 raise RunDirError(f"{self.out} holds an experiment with other settings "
                                   f"({', '.join(diff)} differ); restart it with the same arguments "
                                   f"or choose another --out")
-        self.cfg.classify_from = self.cfg.classified
+        self.cfg.classify_from = self.cfg.resolved_classify_from
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(settings, json.dumps(asdict(self.cfg), indent=2) + "\n")
 
