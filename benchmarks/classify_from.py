@@ -39,20 +39,22 @@ def rescore(folder: Path, data_dir: str | None = None) -> list[dict]:
     if cfg.binarization != "dynamic":
         raise SystemExit(f"{folder}: binarization {cfg.binarization!r}; only dynamically "
                          "binarized runs have grey levels apart from their test images")
-    binarized = Experiment(replace(cfg, classify_from="binarized"), folder, progress=False)
-    grey = Experiment(replace(cfg, classify_from="grayscale"), folder, progress=False)
+    # one experiment (the data loaded once): its splits hold the once-binarized test images,
+    # and it classifies grey levels
+    experiment = Experiment(replace(cfg, classify_from="grayscale"), folder, progress=False)
+    binarized_test, grey_test = experiment.data().test, experiment.classified()[1]
     rows = []
     for run_dir in sorted((folder / "runs").iterdir()):
         method_name, labels, seed = run_dir.name.split("-")
         if METHODS.get(method_name).on_m1_features or not (run_dir / "checkpoints").is_dir():
             continue
         labels, seed = int(labels[1:]), int(seed[4:])
-        method = binarized.method(method_name, labels, seed)
-        payload = load_checkpoint(latest_checkpoint(run_dir), map_location=binarized.device)
+        method = experiment.method(method_name, labels, seed)
+        payload = load_checkpoint(latest_checkpoint(run_dir), map_location=experiment.device)
         epoch = restore(payload, method.module, method.optimizer)
         row = {"run": run_dir.name, "epoch": epoch,
-               "binarized": accuracy(method.classify, binarized.classified()[1]),
-               "grayscale": accuracy(method.classify, grey.classified()[1])}
+               "binarized": accuracy(method.classify, binarized_test),
+               "grayscale": accuracy(method.classify, grey_test)}
         rows.append(row)
         print(f"| {row['run']} | {epoch} | {100 * row['binarized']:.2f}% | "
               f"{100 * row['grayscale']:.2f}% | {100 * (row['grayscale'] - row['binarized']):+.2f} |",
