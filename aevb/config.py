@@ -23,6 +23,8 @@ from aevb.inference.errors import ConfigError
 # keys and types are checked: a typo answers before the seconds that importing torch takes
 
 BINARIZATIONS = ("dynamic", "static", "none")
+#: Adam's β2 (torch's default) where ``optim.beta1`` sets β1
+ADAM_BETA2 = 0.999
 
 
 @dataclass
@@ -100,6 +102,8 @@ class OptimConfig:
         second moment of *aevb's* gradient, which is that of the N/M-scaled loss (the whole
         training set's ELBO); a paper's ε for a per-minibatch sum is N/M times larger here
         (Burda et al.'s 1e-4, batch 20 of 60000: 0.3).
+    :param beta1: Adam's β1, the decay of its first-moment estimate (unset: torch's 0.9, the
+        paper's; Burda et al.'s released code ran with 0.99); β2 stays torch's 0.999.
     :param schedule: the learning rate by epoch, ``constant`` or ``burda`` (lr·10^(−i/7) for
         3^i passes, i = 0..7; :mod:`aevb.inference.training.schedules`)."""
 
@@ -107,7 +111,13 @@ class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     eps: float | None = None
+    beta1: float | None = None
     schedule: str = "constant"
+
+    def options(self) -> dict:
+        """The torch optimizer's settings beyond ``lr`` and ``weight_decay`` that are set."""
+        return ({} if self.eps is None else {"eps": self.eps}) | (
+            {} if self.beta1 is None else {"betas": (self.beta1, ADAM_BETA2)})
 
 
 @dataclass
@@ -424,6 +434,13 @@ def _check_values(cfg: Config) -> None:
     for key, value in positive.items():
         if value is not None and value <= 0:
             raise ConfigError(f"bad value for config key {key!r}: must be > 0, got {value}")
+    if cfg.optim.beta1 is not None:
+        if not 0 <= cfg.optim.beta1 < 1:
+            raise ConfigError(f"bad value for config key 'optim.beta1': must be in [0, 1), got "
+                              f"{cfg.optim.beta1}")
+        if cfg.optim.name != "adam":
+            raise ConfigError(f"optim.beta1 is Adam's; optim.name={cfg.optim.name} has none "
+                              f"(drop optim.beta1 or use optim.name=adam)")
     unknown = sorted(set(cfg.eval.track) - set(TRACKABLE))
     if unknown:
         raise ConfigError(f"bad value for config key 'eval.track': {unknown}; give a list out of "

@@ -28,7 +28,7 @@ FIXED = {
 #: data keys that say where the same data is, or what to evaluate on, not which data it is
 DATA_LOCATION = ("data.data_dir", "data.download", "data.test_size")
 #: optimizer settings that the svi engine's per-parameter optimizers cannot take on resume
-OPTIMIZER_SETTINGS = ("optim.lr", "optim.weight_decay", "optim.eps")
+OPTIMIZER_SETTINGS = ("optim.lr", "optim.weight_decay", "optim.eps", "optim.beta1")
 #: objectives for which k = 1 is the ELBO (or, for rws, a guide update of pure noise)
 NEEDS_SEVERAL_SAMPLES = ("iwae", "renyi", "rws")
 

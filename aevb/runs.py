@@ -238,7 +238,7 @@ def _execute(cfg: Config, run_dir: Path, resume: bool, checkpoint: Path | None,
     objective = objective_from_config(cfg, model, next((data.valid or data.train).batches(2)))
     check_scaling(model, data.train, cfg.train.batch_size)
     engine = build_engine(cfg.train.engine, model, objective, cfg.optim.name, cfg.optim.lr,
-                          cfg.optim.weight_decay, ctx, cfg.optim.eps)
+                          cfg.optim.weight_decay, ctx, cfg.optim.options())
     start_epoch, reference = 0, None
     if payload is not None:
         try:
@@ -246,7 +246,7 @@ def _execute(cfg: Config, run_dir: Path, resume: bool, checkpoint: Path | None,
         except RuntimeError as exc:  # a state dict of another architecture
             raise ConfigError(f"the checkpoint does not fit this model: "
                               f"{str(exc).splitlines()[0]}") from None
-        engine.set_hyperparameters(cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.eps)
+        engine.set_hyperparameters(cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.options())
         reference = payload.get("extra", {}).get("reference_elbo")
     finished = start_epoch == cfg.train.epochs and payload is not None
     if ctx.is_main:

@@ -234,7 +234,7 @@ def test_cuda_request_without_cuda_is_a_config_error(tmp_path):
 
 def test_burda_schedule_stages_and_its_rates_reach_the_optimizer(tmp_path):
     """lr·10^(-i/7) for 3^i passes, i = 0..7: 3280 passes; the run's metrics and its optimizer
-    carry each epoch's rate."""
+    carry each epoch's rate, and the optimizer the ε and β1 the config names, also on resume."""
     from aevb.inference.training.schedules import SCHEDULES, burda_passes, burda_stage
 
     assert burda_passes() == 3280 and burda_passes(1) == 4
@@ -246,10 +246,29 @@ def test_burda_schedule_stages_and_its_rates_reach_the_optimizer(tmp_path):
 
     run = aevb.fit(aevb.VAE(x_shape=(1, 4, 4), z_dim=2, hidden_sizes=(8,)), data=x, epochs=5,
                    evaluate=False, run_dir=tmp_path / "run",
-                   overrides=["optim.schedule=burda", "optim.eps=1e-4", "train.batch_size=20",
-                              "data.validation_size=0", "train.progress=false"])
+                   overrides=["optim.schedule=burda", "optim.eps=1e-4", "optim.beta1=0.99",
+                              "train.batch_size=20", "data.validation_size=0",
+                              "train.progress=false"])
     assert [r["lr"] for r in run.metrics] == [lr(e) for e in range(1, 6)]
     assert all("valid_elbo" not in r for r in run.metrics)  # no validation split asked for
     state = aevb.runs.load_checkpoint(aevb.runs.latest_checkpoint(run.path))["optimizer"]
     group = state["state"]["param_groups"][0]
-    assert group["lr"] == lr(5) and group["eps"] == 1e-4
+    assert group["lr"] == lr(5) and group["eps"] == 1e-4 and tuple(group["betas"]) == (0.99, 0.999)
+    run = aevb.fit(aevb.VAE(x_shape=(1, 4, 4), z_dim=2, hidden_sizes=(8,)), data=x, epochs=6,
+                   evaluate=False, run_dir=tmp_path / "run", resume=True,
+                   overrides=["optim.schedule=burda", "optim.eps=1e-4", "optim.beta1=0.9",
+                              "train.batch_size=20", "data.validation_size=0",
+                              "train.progress=false"])
+    state = aevb.runs.load_checkpoint(aevb.runs.latest_checkpoint(run.path))["optimizer"]
+    assert tuple(state["state"]["param_groups"][0]["betas"]) == (0.9, 0.999)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["optim.beta1=1.0"], "'optim.beta1': must be in \\[0, 1\\)"),
+    (["optim.name=adagrad", "optim.beta1=0.99"], "optim.beta1 is Adam's"),
+])
+def test_beta1_outside_adam_or_its_range_is_refused(overrides, message):
+    from aevb.config import validate
+
+    with pytest.raises(ConfigError, match=message):
+        validate(load_config(None, overrides))

@@ -71,7 +71,7 @@ class Engine:
 
     def __init__(self, model: LatentVariableModel, objective: Objective, optimizer: str,
                  lr: float, weight_decay: float = 0.0, ctx: DistContext = SINGLE,
-                 eps: float | None = None):
+                 options: dict | None = None):
         self.model, self.objective, self.ctx = model, objective, ctx
 
     def set_lr(self, lr: float) -> None:
@@ -79,7 +79,8 @@ class Engine:
         raise ConfigError(f"train.engine={self.name} has no learning-rate schedule; use "
                           f"train.engine=fast")
 
-    def set_hyperparameters(self, lr: float, weight_decay: float, eps: float | None) -> None:
+    def set_hyperparameters(self, lr: float, weight_decay: float,
+                            options: dict | None = None) -> None:
         """The optimizer's settings from now on (a resume's; the checkpoint restored the saved
         ones). An engine whose optimizers take them from their saved state only leaves them
         (:mod:`aevb.resume` refuses to change them there)."""
@@ -159,8 +160,9 @@ class FastEngine(Engine):
     #: extra keyword arguments of the torch optimizer
     optimizer_options: dict = {}
 
-    def __init__(self, model, objective, optimizer, lr, weight_decay=0.0, ctx=SINGLE, eps=None):
-        super().__init__(model, objective, optimizer, lr, weight_decay, ctx, eps)
+    def __init__(self, model, objective, optimizer, lr, weight_decay=0.0, ctx=SINGLE,
+                 options=None):
+        super().__init__(model, objective, optimizer, lr, weight_decay, ctx, options)
         self.loss: torch.nn.Module = ObjectiveModule(model, objective)
         if ctx.active:
             from torch.nn.parallel import DistributedDataParallel
@@ -170,7 +172,8 @@ class FastEngine(Engine):
                 self.loss, device_ids=[ctx.local_rank] if on_gpu else None,
                 gradient_as_bucket_view=True)
         self.optimizer = build_optimizer(optimizer, self.loss.parameters(), lr, weight_decay,
-                                         foreach=True, eps=eps, **self.optimizer_options)
+                                         foreach=True,
+                                         **(options or {}) | self.optimizer_options)
         # one process: no module hooks to run, so skip nn.Module.__call__'s dispatch
         self._loss = self.loss if ctx.active else self.loss.forward
 
@@ -192,8 +195,8 @@ class FastEngine(Engine):
     def set_lr(self, lr: float) -> None:
         set_lr(self.optimizer, lr)
 
-    def set_hyperparameters(self, lr, weight_decay, eps):
-        set_hyperparameters(self.optimizer, lr=lr, weight_decay=weight_decay, eps=eps)
+    def set_hyperparameters(self, lr, weight_decay, options=None):
+        set_hyperparameters(self.optimizer, lr=lr, weight_decay=weight_decay, **(options or {}))
 
     def optimizer_state(self):
         return self.optimizer.state_dict()
@@ -246,14 +249,15 @@ class GraphedEngine(FastEngine):
     optimizer_options = {"capturable": True}
     max_graphs = 4
 
-    def __init__(self, model, objective, optimizer, lr, weight_decay=0.0, ctx=SINGLE, eps=None):
+    def __init__(self, model, objective, optimizer, lr, weight_decay=0.0, ctx=SINGLE,
+                 options=None):
         if optimizer != "adam":
             raise ConfigError(f"train.engine=graphed needs optim.name=adam (capturable); "
                               f"{optimizer} trains with train.engine=fast")
         if ctx.active:
             raise ConfigError("train.engine=graphed trains in one process; data-parallel "
                               "training uses train.engine=fast")
-        super().__init__(model, objective, optimizer, lr, weight_decay, ctx, eps)
+        super().__init__(model, objective, optimizer, lr, weight_decay, ctx, options)
         self._check_device(next(model.parameters()).device)
         self._graphs: dict[tuple, _Captured] = {}
         self._seen: set[tuple] = set()
@@ -270,7 +274,8 @@ class GraphedEngine(FastEngine):
 
     def _key(self, batches, weight) -> tuple:
         handler = self.objective.kl_weight
-        hyper = tuple((g["lr"], g["weight_decay"], g.get("eps")) for g in self.optimizer.param_groups)
+        hyper = tuple((g["lr"], g["weight_decay"], g.get("eps"), g.get("betas"))
+                      for g in self.optimizer.param_groups)
         return (tuple(_signature(b) for b in batches), weight,
                 None if handler is None else handler.weight, hyper)
 
@@ -357,8 +362,9 @@ class SVIEngine(Engine):
     name = "svi"
     prefix = "aevb"
 
-    def __init__(self, model, objective, optimizer, lr, weight_decay=0.0, ctx=SINGLE, eps=None):
-        super().__init__(model, objective, optimizer, lr, weight_decay, ctx, eps)
+    def __init__(self, model, objective, optimizer, lr, weight_decay=0.0, ctx=SINGLE,
+                 options=None):
+        super().__init__(model, objective, optimizer, lr, weight_decay, ctx, options)
         if ctx.active:
             raise ConfigError("train.engine=svi trains in one process; data-parallel training "
                               "(torchrun) uses train.engine=fast")
@@ -367,7 +373,7 @@ class SVIEngine(Engine):
                               f"elbo={objective.name} trains a critic beside them; use "
                               f"train.engine=fast")
         pyro.clear_param_store()  # pyro.module would otherwise reuse another run's tensors
-        args = {"lr": lr, "weight_decay": weight_decay} | ({} if eps is None else {"eps": eps})
+        args = {"lr": lr, "weight_decay": weight_decay} | (options or {})
         self.optim = pyro.optim.PyroOptim(OPTIMIZERS.get(optimizer), args)
 
         def registered(fn):
@@ -408,7 +414,8 @@ class SVIEngine(Engine):
 
 def build_engine(name: str, model: LatentVariableModel, objective: Objective, optimizer: str,
                  lr: float, weight_decay: float = 0.0, ctx: DistContext = SINGLE,
-                 eps: float | None = None) -> Engine:
+                 options: dict | None = None) -> Engine:
     """The engine registered as ``name`` (``fast`` or ``svi``), data-parallel over the ranks of
-    ``ctx`` where it has more than one; ``eps`` is the optimizer's ε (``None``: torch's)."""
-    return ENGINES.get(name)(model, objective, optimizer, lr, weight_decay, ctx, eps)
+    ``ctx`` where it has more than one; ``options`` are the torch optimizer's further settings
+    (``eps``, ``betas``: :meth:`aevb.config.OptimConfig.options`; unset: torch's defaults)."""
+    return ENGINES.get(name)(model, objective, optimizer, lr, weight_decay, ctx, options)
