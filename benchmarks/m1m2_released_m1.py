@@ -6,9 +6,10 @@ a 50-dimensional z1, trained for thousands of passes. This script loads that M1'
 a copy of the repository (``--nips14-ssl``; its weights are read as arrays, none of its code is
 imported), keeps the dimensions of z1 its ``run_2layer_ssl.py`` keeps (standard deviation of
 q's mean above 0.1 over the first 1000 unlabelled images), and trains aevb's ``m1m2`` on those
-codes with the settings of the runner's MNIST grid (``--labelled-weight balanced --alpha 1.0
---z-kl-start 10 --z-kl-epochs 10``), its data and its model selection: the run is an ordinary run
-folder of ``--out``, resumable, and the table row is comparable with the runner's M1+M2 rows.
+codes with the runner's data and model selection, and by default the settings of its MNIST grid
+(``--labelled-weight balanced --alpha 1.0 --z-kl-start 10 --z-kl-epochs 10``; the runner's
+options of the same names change them): the run is an ordinary run folder of ``--out``,
+resumable, and the table row is comparable with the runner's M1+M2 rows.
 
     git clone https://github.com/dpkingma/nips14-ssl /tmp/nips14-ssl
     python benchmarks/m1m2_released_m1.py --nips14-ssl /tmp/nips14-ssl --labels 100 --seed 0 \\
@@ -82,6 +83,15 @@ def main(argv=None) -> None:
     p.add_argument("--labels", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=20)
+    # the runner's settings, at the MNIST grid's values (Kingma et al.'s code: --batch-size 500
+    # --lr 3e-4 --labelled-weight paper --alpha 0.1 --z-kl-start 1 --init-sd 1e-3
+    # --weight-prior 1, for 3000 epochs)
+    p.add_argument("--batch-size", type=int, default=ExperimentConfig.batch_size)
+    p.add_argument("--lr", type=float, default=ExperimentConfig.lr)
+    p.add_argument("--labelled-weight", default="balanced")
+    p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--z-kl-start", type=float, default=10.0)
+    p.add_argument("--z-kl-epochs", type=float, default=10.0)
     p.add_argument("--init-sd", type=float)
     p.add_argument("--weight-prior", type=float, default=0.0)
     p.add_argument("--train-size", type=int)
@@ -95,9 +105,10 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     encoder = ReleasedEncoder(load_ndict(path))
     cfg = ExperimentConfig(dataset=args.dataset, labels=[args.labels], seeds=1,
-                           epochs=args.epochs, methods=["m1m2"],
-                           alpha=1.0, labelled_weight="balanced", z_kl_start=10.0,
-                           z_kl_epochs=10.0, init_sd=args.init_sd,
+                           epochs=args.epochs, methods=["m1m2"], batch_size=args.batch_size,
+                           lr=args.lr, alpha=args.alpha, labelled_weight=args.labelled_weight,
+                           z_kl_start=args.z_kl_start, z_kl_epochs=args.z_kl_epochs,
+                           init_sd=args.init_sd,
                            weight_prior=args.weight_prior, train_size=args.train_size,
                            test_size=args.test_size, data_dir=args.data_dir, device="cpu")
     experiment = ReleasedM1Experiment(cfg, args.out, encoder)

@@ -150,9 +150,14 @@ def test_m1m2_on_the_released_m1_reads_its_arrays_and_keeps_its_varying_dimensio
         [sys.executable, str(ROOT / "benchmarks" / "m1m2_released_m1.py"), "--nips14-ssl",
          str(tmp_path / "nips14-ssl"), "--dataset", "fashion-mnist", "--labels", "20",
          "--epochs", "1", "--train-size", "300", "--test-size", "100", "--data-dir",
-         str(fashion_dir), "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True,
-        text=True, timeout=600)
+         str(fashion_dir), "--out", str(tmp_path / "out"), "--labelled-weight", "paper",
+         "--alpha", "0.1", "--batch-size", "50", "--lr", "3e-4", "--z-kl-start", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
+    recorded = json.loads((tmp_path / "out" / "experiment.json").read_text())
+    assert {k: recorded[k] for k in ("labelled_weight", "alpha", "batch_size", "lr",
+                                     "z_kl_start")} == {
+        "labelled_weight": "paper", "alpha": 0.1, "batch_size": 50, "lr": 3e-4, "z_kl_start": 1.0}
     assert "released M1: 5 of 50 dimensions of z1 kept" in out.stdout
     assert "| M1+M2 on the released M1 | 20 | 0 |" in out.stdout
     assert (tmp_path / "out" / "runs" / "m1m2-n20-seed0" / "result.json").is_file()
