@@ -19,9 +19,11 @@ def tiny_vae() -> VAE:
     return VAE((1, 6, 6), z_dim=3, hidden_sizes=(16,))
 
 
-def trajectory(engine_name: str, objective: str, k: int, batches: list[Batch]) -> list[float]:
+def trajectory(engine_name: str, objective: str, k: int, batches: list[Batch],
+               options: dict | None = None) -> list[float]:
     model = tiny_vae()
-    engine = build_engine(engine_name, model, build_objective(objective, k), "adam", 1e-2)
+    engine = build_engine(engine_name, model, build_objective(objective, k), "adam", 1e-2,
+                          options=options)
     pyro.set_rng_seed(1)
     losses = []
     with engine.epoch():
@@ -40,6 +42,18 @@ def test_fast_and_svi_engines_follow_the_same_elbo_trajectory(objective, k):
     assert fast[-1] < fast[0]  # it trains
     # same random numbers, same estimator, same Adam: equal up to float rounding
     assert fast == pytest.approx(svi, rel=1e-4)
+
+
+def test_optimizer_options_change_the_steps_alike_in_both_engines():
+    """Adam's β1 and ε (``optim.beta1``, ``optim.eps``) reach the fast engine's torch optimizer
+    and the svi engine's PyroOptim: the same trajectory in both, not the default one."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.bernoulli(torch.rand(64, 1, 6, 6, generator=gen), generator=gen)
+    batches = [Batch(x[i:i + 16], None, torch.arange(i, i + 16), 64) for i in range(0, 64, 16)] * 4
+    options = {"betas": (0.5, 0.999), "eps": 1.0}
+    fast = trajectory("fast", "elbo", 1, batches, options)
+    assert fast == pytest.approx(trajectory("svi", "elbo", 1, batches, options), rel=1e-4)
+    assert fast[1:] != pytest.approx(trajectory("fast", "elbo", 1, batches)[1:], rel=1e-3)
 
 
 def test_svi_engine_trains_a_model_with_enumerated_labels():
