@@ -18,6 +18,7 @@ NAMES: dict[str, tuple[str, tuple[str, ...]]] = {
     "info_divergence": ("divergence", ("adversarial", "mmd")),
     "optim.name": ("optimizer", ("adagrad", "adam")),
     "train.engine": ("engine", ("fast", "graphed", "svi")),
+    "train.init": ("initialization", ("glorot", "torch")),
     "optim.schedule": ("schedule", ("burda", "constant")),
     "data.name": ("dataset", ("array", "fashion-mnist", "frey-face", "images", "mnist")),
     "model.network": ("network", ("conv", "mlp")),

@@ -127,7 +127,10 @@ class TrainConfig:
     :param engine: ``fast`` (default: differentiable_loss + a foreach torch optimizer,
         validation off in the loop), ``graphed`` (the fast step replayed from CUDA graphs; CUDA
         and Adam only) or ``svi`` (Pyro's ``SVI`` + ``PyroOptim``); see
-        :mod:`aevb.inference.training.engines`."""
+        :mod:`aevb.inference.training.engines`.
+    :param init: how a new run's parameters start: ``torch`` (default) or ``glorot`` (Burda et
+        al.'s code: Glorot-uniform weights, zero biases, the pixel logits' biases at the data's
+        mean; :mod:`aevb.inference.training.initialization`)."""
 
     epochs: int = 10
     batch_size: int = 128
@@ -135,6 +138,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     tensorboard: bool = True
     engine: str = "fast"
+    init: str = "torch"
 
 
 @dataclass
@@ -483,6 +487,7 @@ def _check_names(cfg: Config, data_source=None) -> None:
     from aevb.data import DATASETS
     from aevb.inference.objectives import DIVERGENCES, OBJECTIVES
     from aevb.inference.training.engines import ENGINES
+    from aevb.inference.training.initialization import INITIALIZATIONS
     from aevb.inference.training.optim import OPTIMIZERS
     from aevb.inference.training.schedules import SCHEDULES
     from aevb.models.families import FAMILIES
@@ -494,6 +499,7 @@ def _check_names(cfg: Config, data_source=None) -> None:
     _check_name("elbo", cfg.elbo, OBJECTIVES)
     _check_name("optim.name", cfg.optim.name, OPTIMIZERS)
     _check_name("train.engine", cfg.train.engine, ENGINES)
+    _check_name("train.init", cfg.train.init, INITIALIZATIONS)
     _check_name("optim.schedule", cfg.optim.schedule, SCHEDULES)
     if cfg.optim.schedule != "constant" and cfg.train.engine not in ("fast", "graphed"):
         raise ConfigError(f"optim.schedule={cfg.optim.schedule} needs train.engine=fast")

@@ -24,6 +24,7 @@ FIXED = {
     "seed": "the checkpoint holds the random state the seed started",
     "optim.name": "the checkpoint holds this optimizer's state",
     "train.engine": "the checkpoint holds this engine's optimizer state",
+    "train.init": "the run's parameters started so, and the checkpoint holds them since",
 }
 #: data keys that say where the same data is, or what to evaluate on, not which data it is
 DATA_LOCATION = ("data.data_dir", "data.download", "data.test_size")

@@ -47,6 +47,7 @@ from aevb.inference.training import (
 )
 from aevb.inference.training.checkpoint import atomic_write_text, checkpoint_epoch, restore
 from aevb.inference.training.distributed import DistContext
+from aevb.inference.training.initialization import INITIALIZATIONS
 from aevb.inference.training.metrics import dumps
 from aevb.inference.training.schedules import SCHEDULES
 
@@ -231,6 +232,8 @@ def _execute(cfg: Config, run_dir: Path, resume: bool, checkpoint: Path | None,
         model = adopt(model)
     model = model.to(device)
     check_data(model, [data.train, data.valid, data.test], data.source)
+    if payload is None:  # a new run; a resumed one loads its parameters below
+        INITIALIZATIONS.get(cfg.train.init)(model, data.train.x)
     note = likelihood_note(cfg, data.train)
     if note and ctx.is_main:
         warnings.warn(note, stacklevel=3)

@@ -98,6 +98,12 @@ class LatentVariableModel(PyroModule):
     def check_data(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` when the likelihood cannot score ``x``. Default: accept."""
 
+    def logit_layers(self) -> dict:
+        """The linear layers whose outputs are the logits of a Bernoulli likelihood of
+        ``batch.x``, by site: what ``train.init=glorot`` starts at the data's mean
+        (:mod:`aevb.inference.training.initialization`). Default: none."""
+        return {}
+
 
 def check_images(x: torch.Tensor, x_shape: tuple, likelihood) -> None:
     """``check_data`` of a model with one image observation: the shape, then the likelihood

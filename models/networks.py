@@ -107,6 +107,16 @@ def mlp(sizes: Sequence[int], activation: str, in_sizes: Sequence[int] | None = 
     return nn.Sequential(*layers)
 
 
+def final_linear(network: nn.Module) -> nn.Linear | None:
+    """The network's last layer with parameters, where it is linear (an MLP's output layer);
+    ``None`` for a network that ends otherwise (a transposed convolution)."""
+    last = None
+    for layer in network.modules():
+        if any(True for _ in layer.parameters(recurse=False)):
+            last = layer
+    return last if isinstance(last, nn.Linear) else None
+
+
 def flat_inputs(inputs: Sequence[torch.Tensor], in_shapes: Sequence[Shape]) -> list[torch.Tensor]:
     """Each input with its trailing ``in_shape`` flattened to a vector; leading dimensions are
     left for :class:`ConcatLinear` to broadcast."""

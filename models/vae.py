@@ -9,8 +9,8 @@ import torch
 from pyro import distributions as dist
 
 from .base import Batch, LatentVariableModel, check_images
-from .families import FAMILIES, VALUE_TYPES, DiagonalNormal, build_family
-from .networks import build_network
+from .families import FAMILIES, VALUE_TYPES, BernoulliFamily, DiagonalNormal, build_family
+from .networks import build_network, final_linear
 from .posteriors import POSTERIORS
 from .zoo import register_model
 
@@ -90,6 +90,10 @@ class VAE(LatentVariableModel):
             pyro.sample("z", q)
 
     # -- helpers used by the trainer, evaluation and pictures -----------------------------
+    def logit_layers(self) -> dict:
+        layer = final_linear(self.decoder)
+        return {"x": layer} if isinstance(self.likelihood, BernoulliFamily) and layer else {}
+
     def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
         """q(z|x)."""
         return self.posterior_family(self.encoder(x))

@@ -147,6 +147,7 @@ def test_the_catalog_of_names_is_the_registries():
     from aevb.data import DATASETS
     from aevb.inference.objectives import DIVERGENCES, OBJECTIVES
     from aevb.inference.training.engines import ENGINES
+    from aevb.inference.training.initialization import INITIALIZATIONS
     from aevb.inference.training.optim import OPTIMIZERS
     from aevb.inference.training.schedules import SCHEDULES
     from aevb.models import MODELS
@@ -155,6 +156,7 @@ def test_the_catalog_of_names_is_the_registries():
     from aevb.models.posteriors import POSTERIORS
 
     registries = {"elbo": OBJECTIVES, "optim.name": OPTIMIZERS, "train.engine": ENGINES,
+                  "train.init": INITIALIZATIONS,
                   "optim.schedule": SCHEDULES, "data.name": DATASETS, "model.network": NETWORKS,
                   "model.activation": ACTIVATIONS, "model.likelihood": FAMILIES,
                   "model.posterior": POSTERIORS, "model.name": MODELS,

@@ -272,3 +272,56 @@ def test_beta1_outside_adam_or_its_range_is_refused(overrides, message):
 
     with pytest.raises(ConfigError, match=message):
         validate(load_config(None, overrides))
+
+
+def test_glorot_initialization_has_glorot_weights_zero_biases_and_the_data_mean_as_logits():
+    """train.init=glorot (Burda et al.'s code): U(-a, a), a = sqrt(6 / (fan_in + fan_out)), with
+    variance a²/3; zero biases; a Bernoulli decoder's output bias = logit of the clipped mean
+    image. A decoder that ends in a transposed convolution has no logit layer to set."""
+    from aevb.inference.training.initialization import INITIALIZATIONS
+    from aevb.models.deep import DLGM
+    from aevb.models.vae import VAE
+
+    torch.manual_seed(0)
+    x = torch.bernoulli(torch.full((200, 1, 28, 28), 0.2))
+    x[:, :, 0] = 0.0  # a blank row: its mean clips to 0.001
+    expected = torch.logit(x.mean(0).flatten().clamp(0.001, 0.999))
+    for model, logit_of in ((VAE(hidden_sizes=(400,)), lambda m: m.decoder.net[-1]),
+                            (DLGM(layer_hidden=[[200, 200], [100, 100]]), None)):
+        INITIALIZATIONS.get("glorot")(model, x)
+        layers = model.logit_layers()
+        assert list(layers) == ["x"]
+        if logit_of is not None:
+            assert layers["x"] is logit_of(model)
+        assert torch.allclose(layers["x"].bias, expected)
+        assert float(layers["x"].bias.detach()[0]) == pytest.approx(float(torch.logit(torch.tensor(0.001))))
+        for layer in model.modules():
+            if isinstance(layer, torch.nn.Linear):
+                a = (6 / (layer.in_features + layer.out_features)) ** 0.5
+                weight = layer.weight.detach()
+                assert float(weight.abs().max()) <= a
+                if weight.numel() > 50_000:
+                    assert float(weight.var()) == pytest.approx(a * a / 3, rel=0.05)
+                if layer is not layers["x"]:
+                    assert not layer.bias.any()
+    conv = VAE(network="conv")
+    assert conv.logit_layers() == {}
+    INITIALIZATIONS.get("glorot")(conv, x)  # weights only
+
+
+def test_a_run_starts_from_its_init_and_a_resume_cannot_change_it(tmp_path):
+    import aevb
+
+    x = torch.bernoulli(torch.full((40, 1, 4, 4), 0.3))
+    settings = ["train.batch_size=20", "data.validation_size=0", "train.progress=false",
+                "optim.lr=1e-9"]
+    run = aevb.fit(aevb.VAE(x_shape=(1, 4, 4), z_dim=2, hidden_sizes=(8,)), data=x, epochs=1,
+                   evaluate=False, run_dir=tmp_path / "run", overrides=[*settings,
+                                                                        "train.init=glorot"])
+    state = aevb.runs.load_checkpoint(aevb.runs.latest_checkpoint(run.path))["model"]
+    mean = torch.logit(x.mean(0).flatten().clamp(0.001, 0.999))
+    assert torch.allclose(state["decoder.net.2.bias"], mean, atol=1e-6)
+    with pytest.raises(ConfigError, match="--resume cannot change train.init"):
+        aevb.fit(aevb.VAE(x_shape=(1, 4, 4), z_dim=2, hidden_sizes=(8,)), data=x, epochs=2,
+                 evaluate=False, run_dir=tmp_path / "run", resume=True,
+                 overrides=[*settings, "train.init=torch"])

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from ..base import Batch, LatentVariableModel
-from ..families import FAMILIES, VALUE_TYPES, Family, ValueType
-from ..networks import ACTIVATIONS, build_network
+from ..families import FAMILIES, VALUE_TYPES, BernoulliFamily, Family, ValueType
+from ..networks import ACTIVATIONS, build_network, final_linear
 from ..posteriors import POSTERIORS
 from ..registry import UnknownNameError
 from ..zoo import register_model
@@ -342,6 +342,17 @@ class SpecModel(LatentVariableModel):
 
     def spec_dict(self) -> dict:
         return to_dict(self.spec)
+
+    def logit_layers(self) -> dict:
+        out = {}
+        for name in self.observed_sites:
+            var, cond = self.variables[name], self.priors[name]
+            if var.data == "x" and cond.network is not None and isinstance(cond.family,
+                                                                           BernoulliFamily):
+                layer = final_linear(self.networks[cond.network])
+                if layer is not None:
+                    out[name] = layer
+        return out
 
     # -- the pieces ----------------------------------------------------------------------------
     def _given(self, batch: Batch, roles: tuple[str, ...]) -> dict[str, torch.Tensor]:
