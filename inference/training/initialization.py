@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from aevb.inference.errors import ConfigError
 from aevb.models.registry import Registry
 
 #: an initialization: ``init(model, train_x)`` with the training images ``train_x``
@@ -50,8 +51,7 @@ def glorot(model: nn.Module, train_x: torch.Tensor) -> None:
             mean = train_x.float().mean(0).flatten().clamp(*MEAN_CLIP)
             for site, layer in layers.items():
                 if layer.bias is None or layer.bias.shape != mean.shape:
-                    raise ValueError(f"train.init=glorot: the logit layer of {site!r} has "
-                                     f"{layer.out_features} outputs, the images "
-                                     f"{mean.numel()} pixels")
+                    raise ConfigError(f"train.init=glorot: the logit layer of {site!r} has "
+                                      f"{layer.out_features} outputs, the images "
+                                      f"{mean.numel()} pixels; use train.init=torch")
                 layer.bias.copy_(torch.logit(mean).to(layer.bias))
-
