@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -355,9 +356,16 @@ def test_the_site_builds_and_loads_in_a_headless_browser(site):
             if not count:
                 continue
             chrome.get((site / "results" / f"{page}.html").as_uri())
-            images = chrome.execute_script(
-                "return Array.from(document.images).filter(i => i.closest('article'))"
-                ".map(i => [i.src, i.complete && i.naturalWidth > 0]);")
+            # on a loaded machine the page may still be rendering: wait up to 30 s for them all
+            deadline = time.monotonic() + 30
+            while True:
+                images = chrome.execute_script(
+                    "return Array.from(document.images).filter(i => i.closest('article'))"
+                    ".map(i => [i.src, i.complete && i.naturalWidth > 0]);")
+                if (len(images) >= count and all(ok for _, ok in images)) \
+                        or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
             assert len(images) >= count, (page, images)
             assert all(ok for _, ok in images), (page, images)
     finally:
