@@ -16,13 +16,13 @@ OPTIMIZERS.register("adagrad")(torch.optim.Adagrad)
 
 def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float,
                     weight_decay: float = 0.0, foreach: bool | None = None,
-                    eps: float | None = None, **options) -> torch.optim.Optimizer:
+                    **options) -> torch.optim.Optimizer:
     """``foreach=True`` updates all parameters with multi-tensor kernels (one call per step
     instead of one per parameter); ``None`` leaves torch's default (foreach on CUDA only).
-    ``eps``: the optimizer's ε (``None``: torch's default); ``options``: the optimizer's own
-    (``capturable=True`` for CUDA graphs)."""
-    extra = ({} if eps is None else {"eps": eps}) | options
-    return OPTIMIZERS.get(name)(params, lr=lr, weight_decay=weight_decay, foreach=foreach, **extra)
+    ``options``: the optimizer's own settings (``eps``, ``betas``: see
+    :meth:`aevb.config.OptimConfig.options`; ``capturable=True`` for CUDA graphs)."""
+    return OPTIMIZERS.get(name)(params, lr=lr, weight_decay=weight_decay, foreach=foreach,
+                                **options)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
