@@ -33,6 +33,7 @@ from aevb.inference.errors import ConfigError
 from aevb.inference.objectives import KLSchedule, objective_for_model
 from aevb.inference.objectives.importance import ImportanceWeightedELBO
 from aevb.inference.threads import apply_share
+from aevb.inference.training import initialization
 from aevb.inference.training.engines import Engine, build_engine
 from aevb.inference.training.loop import kl_clock
 from aevb.inference.training.optim import build_optimizer
@@ -236,18 +237,6 @@ def labelled_num_data(data: SemiData, settings: Settings) -> int:
     return round(n * steps / min(k, steps))
 
 
-def initialize(module: nn.Module, init_sd: float | None) -> None:
-    """Kingma et al.'s code's initialization (``init_w(1e-3)`` in ``dpkingma/nips14-ssl``):
-    every parameter, weights and biases, drawn from N(0, ``init_sd``²); ``None`` keeps torch's."""
-    if init_sd is None:
-        return
-    if init_sd <= 0:
-        raise ConfigError(f"--init-sd {init_sd}: give a standard deviation > 0")
-    with torch.no_grad():
-        for p in module.parameters():
-            p.normal_(0.0, init_sd)
-
-
 def weight_decay(settings: Settings, objective_size: float) -> float:
     """The weight decay that adds the N(0, I/λ) prior of ``settings.weight_prior`` = λ once to
     an objective that estimates ``objective_size`` times the per-image objective: λ on M2's
@@ -262,8 +251,8 @@ class Method:
     """One way of learning a classifier from a :class:`SemiData`. ``module`` holds every trained
     parameter (it is what checkpoints save, with ``optimizer``: a torch optimizer or an
     engine, anything with ``state_dict``); ``classify(x)`` returns class logits. Each method
-    draws its parameters as :func:`initialize` says and puts the prior of :func:`weight_decay`
-    on them."""
+    draws its parameters as :func:`aevb.inference.training.initialization.normal` says and puts
+    the prior of :func:`weight_decay` on them."""
 
     module: nn.Module
     optimizer: torch.optim.Optimizer | Engine
@@ -329,7 +318,7 @@ class M2(Method):
         super().__init__(data, settings)
         x_shape = tuple(data.unlabelled.x.shape[1:])
         self.module = SpecModel(x_shape, m2_spec(self.spec_name, data, settings))
-        initialize(self.module, settings.init_sd)
+        initialization.normal(self.module, settings.init_sd)
         self.module.to(data.unlabelled.x.device)
         first = next(data.unlabelled.batches(2))
         objective = objective_for_model("elbo", 1, self.module, Batch(first.x, first.y))
@@ -394,7 +383,7 @@ class Baseline(Method):
         spec = load_spec(shipped_spec("m2")).networks["classifier"]
         x_shape = tuple(data.unlabelled.x.shape[1:])
         self.module = build_network(spec.type, [x_shape], (10,), spec.hidden, spec.activation)
-        initialize(self.module, settings.init_sd)
+        initialization.normal(self.module, settings.init_sd)
         self.module.to(data.unlabelled.x.device)
         self.optimizer = build_optimizer("adam", self.module.parameters(), settings.lr,
                                          weight_decay(settings, len(data.labelled)),

@@ -11,6 +11,10 @@
 A model names the layers that give its Bernoulli pixels' logits with ``logit_layers()`` (see
 :meth:`aevb.models.base.LatentVariableModel.logit_layers`); a model without one gets the
 Glorot weights alone. Only a new run is initialized; a resumed run loads its checkpoint.
+
+Beside the registry, :func:`normal` is the initialization of Kingma et al.'s (2014) released
+code (``init_w(1e-3)`` in ``dpkingma/nips14-ssl``), which takes a standard deviation; the
+semi-supervised runner's ``--init-sd`` names it.
 """
 
 from __future__ import annotations
@@ -55,3 +59,15 @@ def glorot(model: nn.Module, train_x: torch.Tensor) -> None:
                                       f"{layer.out_features} outputs, the images "
                                       f"{mean.numel()} pixels; use train.init=torch")
                 layer.bias.copy_(torch.logit(mean).to(layer.bias))
+
+
+def normal(module: nn.Module, sd: float | None) -> None:
+    """Kingma et al.'s code's initialization: every parameter, weights and biases, drawn from
+    N(0, ``sd``²); ``None`` keeps torch's."""
+    if sd is None:
+        return
+    if sd <= 0:
+        raise ConfigError(f"--init-sd {sd}: give a standard deviation > 0")
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0.0, sd)
