@@ -46,7 +46,7 @@ EXPECTED = {"throughput.py": "ratio aevb fast / hand-written", "m2_enumeration.p
 def test_every_benchmark_is_listed():
     scripts = {p.name for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_")}
     assert scripts == set(SMOKE_ARGS) | {"m2_pyro_example.py", "classify_from.py",
-                                         "m1m2_released_m1.py"}, \
+                                         "m1m2_released_m1.py", "m1m2_reference.py"}, \
         "add the new benchmark to SMOKE_ARGS"
 
 
@@ -121,16 +121,15 @@ def test_classify_from_rescores_every_pixel_space_run_both_ways(fashion_dir, tmp
     assert before == sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file())
 
 
-@pytest.mark.data
-def test_m1m2_on_the_released_m1_reads_its_arrays_and_keeps_its_varying_dimensions(
-        fashion_dir, tmp_path):
+def stand_in_released_m1(folder: Path) -> Path:
+    """A stand-in for the released M1's encoder file of ``dpkingma/nips14-ssl`` under ``folder``:
+    its layout, random weights; the mean of dimensions 0..4 varies over the images, that of the
+    others does not."""
     import io
     import tarfile
 
     import numpy as np
 
-    # a stand-in for the released M1's encoder file: its layout, random weights; the mean of
-    # dimensions 0..4 varies over the images, that of the others does not
     rng = np.random.default_rng(0)
     shapes = {"b0": (500, 1), "b1": (500, 1), "logvar_b": (50, 1), "logvar_w": (50, 500),
               "mean_b": (50, 1), "mean_w": (50, 500), "w0": (500, 784), "w1": (500, 500)}
@@ -138,7 +137,7 @@ def test_m1m2_on_the_released_m1_reads_its_arrays_and_keeps_its_varying_dimensio
     arrays["mean_w"][5:] = 0.0
     buffer = io.BytesIO()
     np.savez(buffer, *arrays.values())
-    path = tmp_path / "nips14-ssl" / "models" / "mnist_z_x_50-500-500_longrun" / "v.ndict.tar.gz"
+    path = folder / "models" / "mnist_z_x_50-500-500_longrun" / "v.ndict.tar.gz"
     path.parent.mkdir(parents=True)
     with tarfile.open(path, "w:gz") as tar:
         for name, data in (("arrays.npz", buffer.getvalue()),
@@ -146,6 +145,13 @@ def test_m1m2_on_the_released_m1_reads_its_arrays_and_keeps_its_varying_dimensio
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+    return folder
+
+
+@pytest.mark.data
+def test_m1m2_on_the_released_m1_reads_its_arrays_and_keeps_its_varying_dimensions(
+        fashion_dir, tmp_path):
+    stand_in_released_m1(tmp_path / "nips14-ssl")
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "m1m2_released_m1.py"), "--nips14-ssl",
          str(tmp_path / "nips14-ssl"), "--dataset", "fashion-mnist", "--labels", "20",
@@ -162,6 +168,74 @@ def test_m1m2_on_the_released_m1_reads_its_arrays_and_keeps_its_varying_dimensio
     assert "| M1+M2 on the released M1 | 20 | 0 |" in out.stdout
     assert (tmp_path / "out" / "runs" / "m1m2-n20-seed0" / "result.json").is_file()
 
+
+
+@pytest.mark.data
+def test_the_m1m2_reference_trains_resumes_and_refuses_other_settings(fashion_dir, tmp_path):
+    folder = stand_in_released_m1(tmp_path / "nips14-ssl")
+    out_dir = tmp_path / "out"
+
+    def reference(*extra):
+        return subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "m1m2_reference.py"), "--nips14-ssl",
+             str(folder), "--dataset", "fashion-mnist", "--labels", "20", "--train-size", "300",
+             "--test-size", "100", "--hidden", "8", "--minibatches", "10", "--data-dir",
+             str(fashion_dir), "--out", str(out_dir), *extra],
+            cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+    first = reference("--passes", "2")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "5 of 50 dimensions of z1 kept; 20 labelled, 280 unlabelled" in first.stdout
+    again = reference("--passes", "3")
+    assert again.returncode == 0 and "resuming after pass 2" in again.stdout
+    rows = (out_dir / "log.csv").read_text().splitlines()
+    assert rows[0] == "pass,objective,valid_error,test_error,seconds"
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
+    before = {p: p.stat().st_mtime_ns for p in out_dir.iterdir()}
+    other = reference("--passes", "4", "--alpha", "0.2")
+    assert other.returncode != 0 and "alpha (0.1 -> 0.2)" in other.stderr.splitlines()[-1]
+    assert before == {p: p.stat().st_mtime_ns for p in out_dir.iterdir()}
+
+
+def test_the_m1m2_reference_bound_objective_and_adam_have_their_known_values(monkeypatch):
+    import math
+
+    import torch
+    from torch.distributions import Normal, kl_divergence
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import m1m2_reference as ref
+
+    n_x, n_z, n = 3, 4, 5
+    gen = torch.Generator().manual_seed(0)
+    x, eps = torch.randn(n_x, n, generator=gen), torch.randn(n_z, n, generator=gen)
+    y = torch.eye(10)[:, torch.arange(n)]
+    log_n01 = Normal(0.0, 1.0).log_prob(x).sum(0)
+    # all parameters zero: q(z|x,y) = p(z) (no KL), p(x|y,z) = N(0, I)
+    p = ref.init_params(n_x, 10, 6, n_z, 0.0, gen)
+    assert torch.allclose(ref.bound(p, x, y, eps), log_n01 - math.log(10))
+    # q(z|x,y) = N(m, s²) and p(x|y,z) not reading z: the bound is short of it by the analytic KL
+    p["q_mean_b"] = torch.linspace(-1, 1, n_z)[:, None]
+    p["q_logvar_b"] = torch.linspace(-0.5, 0.5, n_z)[:, None]
+    kl = kl_divergence(Normal(p["q_mean_b"], (0.5 * p["q_logvar_b"]).exp()), Normal(0.0, 1.0))
+    assert torch.allclose(ref.bound(p, x, y, eps), log_n01 - math.log(10) - kl.sum(), atol=1e-5)
+    # the objective with all parameters zero: q(y|x) uniform, so U(x) = log N(x; 0, I) exactly
+    p = ref.init_params(n_x, 10, 6, n_z, 0.0, gen)
+    n_l, n_u, m, alpha = 20, 30, 10, 0.1
+    x_l, x_u = x[:, :2], x[:, 2:]
+    labelled = log_n01[:2] - math.log(10) - alpha * (n_l + n_u) / n_l * math.log(10)
+    prior = sum(-0.5 * math.log(2 * math.pi) * p[k].numel() for k in ref.PRIOR)
+    expected = -((labelled.sum() + log_n01[2:].sum()) * m + prior) / (n_l + n_u)
+    got = ref.objective(p, x_l, y[:, :2], x_u, alpha, n_l, n_u, m, gen)
+    assert torch.allclose(got, expected)
+    # Kingma's Adam: a first step of lr·0.1/√0.001 = lr·√10 against the gradient's sign; a
+    # parameter with no gradient yet stays where it is
+    theta = {"a": torch.tensor([1.0, 1.0, 1.0], requires_grad=True)}
+    adam = ref.KingmaAdam(theta, lr=0.01)
+    (theta["a"] * torch.tensor([2.0, -0.5, 0.0])).sum().backward()
+    adam.step()
+    step = 0.01 * math.sqrt(10)
+    assert torch.allclose(theta["a"], torch.tensor([1 - step, 1 + step, 1.0]))
 
 @pytest.mark.data
 @pytest.mark.parametrize("script", sorted(SMOKE_ARGS))
