@@ -86,9 +86,12 @@ def log_qy(p: dict, x: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(p["c_w1"] @ F.softplus(p["c_w0"] @ x + p["c_b0"]) + p["c_b1"], 0)
 
 
-def bound(p: dict, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+def bound(p: dict, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor,
+          analytic_kl: bool = True) -> torch.Tensor:
     """L(x, y) = log p(y) + E_q[log p(x|y,z)] − KL(q(z|x,y) || p(z)), one sample of z, per
-    column (Kingma et al. 2014, eq. 6; ``VAE_YZ_X.factors``)."""
+    column (Kingma et al. 2014, eq. 6; ``VAE_YZ_X.factors``). The KL is analytic (Kingma et
+    al.'s code), or with ``analytic_kl=False`` log q(z|x,y) − log p(z) at the sampled z (what
+    Pyro's ``TraceEnum_ELBO`` estimates, SGVB estimator A of Kingma & Welling 2014, eq. 6)."""
     h = F.softplus(p["q_w0x"] @ x + p["q_w0y"] @ y + p["q_b0"])
     mean, logvar = p["q_mean_w"] @ h + p["q_mean_b"], p["q_logvar_w"] @ h + p["q_logvar_b"]
     z = mean + (0.5 * logvar).exp() * eps
@@ -96,22 +99,26 @@ def bound(p: dict, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor) -> torch
     x_mean, x_logvar = p["p_out_w"] @ h + p["p_out_b"], p["p_out_logvar_w"] @ h + p["p_out_logvar_b"]
     log_px = (-0.5 * (LOG2PI + x_logvar + (x - x_mean) ** 2 / x_logvar.exp())).sum(0)
     log_py = -math.log(y.shape[0])
-    kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).sum(0)
+    if analytic_kl:
+        kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).sum(0)
+    else:
+        kl = 0.5 * (z ** 2 - eps ** 2 - logvar).sum(0)
     return log_px + log_py - kl
 
 
 def objective(p: dict, x_l, y_l, x_u, alpha: float, n_l: int, n_u: int, n_minibatches: int,
-              gen: torch.Generator) -> torch.Tensor:
+              gen: torch.Generator, analytic_kl: bool = True) -> torch.Tensor:
     """The minibatch's estimate of −(J^α + log p(θ)) / N (``learn_yz_x_ss.optim_vae_ss_adam``)."""
     n_y, n_z = y_l.shape[0], p["q_mean_b"].shape[0]
     n_tot = n_l + n_u
     logq_l = log_qy(p, x_l)
-    labelled = (bound(p, x_l, y_l, torch.randn(n_z, x_l.shape[1], generator=gen))
+    labelled = (bound(p, x_l, y_l, torch.randn(n_z, x_l.shape[1], generator=gen), analytic_kl)
                 + alpha * n_tot / n_l * (logq_l * y_l).sum(0))
     logq_u = log_qy(p, x_u)
     b = x_u.shape[1]
     ys = torch.eye(n_y).repeat_interleave(b, 1)  # every class for every image
-    inner = bound(p, x_u.repeat(1, n_y), ys, torch.randn(n_z, n_y * b, generator=gen))
+    inner = bound(p, x_u.repeat(1, n_y), ys, torch.randn(n_z, n_y * b, generator=gen),
+                  analytic_kl)
     unlabelled = (logq_u.exp() * (inner.reshape(n_y, b) - logq_u)).sum(0)
     log_prior = sum((-0.5 * (LOG2PI + p[k] ** 2)).sum() for k in PRIOR)
     return -((labelled.sum() + unlabelled.sum()) * n_minibatches + log_prior) / n_tot
@@ -149,6 +156,9 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0, help="the labelled subset (aevb's) and the draws")
     p.add_argument("--passes", type=int, default=3000)
     p.add_argument("--alpha", type=float, default=0.1)
+    p.add_argument("--kl", choices=("analytic", "sampled"), default="analytic",
+                   help="KL(q(z|x,y) || p(z)) in closed form (Kingma et al.'s code) or at the "
+                        "sampled z (Pyro's TraceEnum_ELBO, aevb's M2)")
     p.add_argument("--hidden", type=int, help="hidden units (default: run_2layer_ssl.py's)")
     p.add_argument("--minibatches", type=int, help="parts of the data (default: as --hidden)")
     p.add_argument("--train-size", type=int)
@@ -162,7 +172,7 @@ def main(argv=None) -> None:
     n_hidden, n_minibatches = hyperparameters(args.labels)
     n_hidden, n_minibatches = args.hidden or n_hidden, args.minibatches or n_minibatches
     settings = {"dataset": args.dataset, "labels": args.labels, "seed": args.seed,
-                "alpha": args.alpha, "hidden": n_hidden, "minibatches": n_minibatches,
+                "alpha": args.alpha, "kl": args.kl, "hidden": n_hidden, "minibatches": n_minibatches,
                 "train_size": args.train_size, "test_size": args.test_size}
     settings_path = args.out / "settings.json"  # --passes may grow; nothing else may change
     if settings_path.is_file() and (old := json.loads(settings_path.read_text())) != settings:
@@ -227,7 +237,8 @@ def main(argv=None) -> None:
             sl, su = slice(i * b_l, (i + 1) * b_l), slice(i * b_u, (i + 1) * b_u)
             x_l = mean_l[:, sl] + sd_l[:, sl] * torch.randn(n_x, b_l, generator=gen)
             x_u = mean_u[:, su] + sd_u[:, su] * torch.randn(n_x, b_u, generator=gen)
-            f = objective(params, x_l, y_l[:, sl], x_u, args.alpha, n_l, n_u, n_minibatches, gen)
+            f = objective(params, x_l, y_l[:, sl], x_u, args.alpha, n_l, n_u, n_minibatches, gen,
+                          args.kl == "analytic")
             f.backward()
             adam.step()
             total += f.item()

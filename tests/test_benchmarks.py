@@ -219,6 +219,11 @@ def test_the_m1m2_reference_bound_objective_and_adam_have_their_known_values(mon
     p["q_logvar_b"] = torch.linspace(-0.5, 0.5, n_z)[:, None]
     kl = kl_divergence(Normal(p["q_mean_b"], (0.5 * p["q_logvar_b"]).exp()), Normal(0.0, 1.0))
     assert torch.allclose(ref.bound(p, x, y, eps), log_n01 - math.log(10) - kl.sum(), atol=1e-5)
+    # ... and the sampled KL, log q(z) - log p(z) at z ~ q, averages to it
+    many = torch.randn(n_z, 200_000, generator=gen)
+    sampled = ref.bound(p, x[:, :1].expand(n_x, 200_000), y[:, :1].expand(10, 200_000), many,
+                        analytic_kl=False)
+    assert abs((log_n01[0] - math.log(10) - sampled.mean()) - kl.sum()) < 0.01
     # the objective with all parameters zero: q(y|x) uniform, so U(x) = log N(x; 0, I) exactly
     p = ref.init_params(n_x, 10, 6, n_z, 0.0, gen)
     n_l, n_u, m, alpha = 20, 30, 10, 0.1
