@@ -273,7 +273,7 @@ def _experiment(args) -> int:
         alpha=args.alpha, labelled_weight=args.labelled_weight,
         labelled_batches=args.labelled_batches, m1_epochs=args.m1_epochs,
         z_kl_start=args.z_kl_start, z_kl_epochs=args.z_kl_epochs,
-        weight_prior=args.weight_prior, init_sd=args.init_sd,
+        weight_prior=args.weight_prior, init_sd=args.init_sd, elbo=args.elbo,
         binarization=args.binarization, classify_from=args.classify_from,
         train_size=args.train_size, test_size=args.test_size, data_dir=args.data_dir,
         device=args.device or "auto")
@@ -579,6 +579,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "al.'s code: 1; default 0, none)")
     ss.add_argument("--init-sd", type=_positive_float, help="draw every parameter from N(0, "
                     "INIT_SD^2) (Kingma et al.'s code: 1e-3; default torch's initialization)")
+    ss.add_argument("--elbo", default="elbo", choices=["elbo", "meanfield"],
+                    help="M2's bound, y summed out: KL(q(z|x,y) || p(z)) at the sampled z "
+                    "(elbo, Pyro's TraceEnum_ELBO) or in closed form (meanfield, Kingma et al.'s "
+                    "code)")
     ss.add_argument("--binarization", default="dynamic", choices=["dynamic", "static", "none"])
     ss.add_argument("--classify-from", choices=["grayscale", "binarized"],
                     help="under dynamic binarization, classify validation and test images from "

@@ -121,7 +121,8 @@ def objective(p: dict, x_l, y_l, x_u, alpha: float, n_l: int, n_u: int, n_miniba
                   analytic_kl)
     unlabelled = (logq_u.exp() * (inner.reshape(n_y, b) - logq_u)).sum(0)
     log_prior = sum((-0.5 * (LOG2PI + p[k] ** 2)).sum() for k in PRIOR)
-    return -((labelled.sum() + unlabelled.sum()) * n_minibatches + log_prior) / n_tot
+    share = n_l / n_minibatches / x_l.shape[1]  # 1 unless every step carries every labelled code
+    return -((labelled.sum() * share + unlabelled.sum()) * n_minibatches + log_prior) / n_tot
 
 
 class KingmaAdam:
@@ -159,6 +160,10 @@ def main(argv=None) -> None:
     p.add_argument("--kl", choices=("analytic", "sampled"), default="analytic",
                    help="KL(q(z|x,y) || p(z)) in closed form (Kingma et al.'s code) or at the "
                         "sampled z (Pyro's TraceEnum_ELBO, aevb's M2)")
+    p.add_argument("--labelled-per-step", choices=("share", "all"), default="share",
+                   help="each step's labelled codes: its n_l/n_minibatches share (Kingma et "
+                        "al.'s code) or all n_l, weighted down to the same expected objective "
+                        "(aevb's --labelled-batches every-step)")
     p.add_argument("--hidden", type=int, help="hidden units (default: run_2layer_ssl.py's)")
     p.add_argument("--minibatches", type=int, help="parts of the data (default: as --hidden)")
     p.add_argument("--train-size", type=int)
@@ -172,7 +177,8 @@ def main(argv=None) -> None:
     n_hidden, n_minibatches = hyperparameters(args.labels)
     n_hidden, n_minibatches = args.hidden or n_hidden, args.minibatches or n_minibatches
     settings = {"dataset": args.dataset, "labels": args.labels, "seed": args.seed,
-                "alpha": args.alpha, "kl": args.kl, "hidden": n_hidden, "minibatches": n_minibatches,
+                "alpha": args.alpha, "kl": args.kl,
+                "labelled_per_step": args.labelled_per_step, "hidden": n_hidden, "minibatches": n_minibatches,
                 "train_size": args.train_size, "test_size": args.test_size}
     settings_path = args.out / "settings.json"  # --passes may grow; nothing else may change
     if settings_path.is_file() and (old := json.loads(settings_path.read_text())) != settings:
@@ -235,7 +241,9 @@ def main(argv=None) -> None:
         start, total = time.perf_counter(), 0.0
         for i in range(n_minibatches):
             sl, su = slice(i * b_l, (i + 1) * b_l), slice(i * b_u, (i + 1) * b_u)
-            x_l = mean_l[:, sl] + sd_l[:, sl] * torch.randn(n_x, b_l, generator=gen)
+            if args.labelled_per_step == "all":
+                sl = slice(None)
+            x_l = mean_l[:, sl] + sd_l[:, sl] * torch.randn(mean_l[:, sl].shape, generator=gen)
             x_u = mean_u[:, su] + sd_u[:, su] * torch.randn(n_x, b_u, generator=gen)
             f = objective(params, x_l, y_l[:, sl], x_u, args.alpha, n_l, n_u, n_minibatches, gen,
                           args.kl == "analytic")

@@ -94,6 +94,7 @@ def main(argv=None) -> None:
     p.add_argument("--z-kl-epochs", type=float, default=10.0)
     p.add_argument("--init-sd", type=float)
     p.add_argument("--weight-prior", type=float, default=0.0)
+    p.add_argument("--elbo", default="elbo", choices=["elbo", "meanfield"])
     p.add_argument("--train-size", type=int)
     p.add_argument("--test-size", type=int)
     p.add_argument("--data-dir")
@@ -108,7 +109,7 @@ def main(argv=None) -> None:
                            epochs=args.epochs, methods=["m1m2"], batch_size=args.batch_size,
                            lr=args.lr, alpha=args.alpha, labelled_weight=args.labelled_weight,
                            z_kl_start=args.z_kl_start, z_kl_epochs=args.z_kl_epochs,
-                           init_sd=args.init_sd,
+                           init_sd=args.init_sd, elbo=args.elbo,
                            weight_prior=args.weight_prior, train_size=args.train_size,
                            test_size=args.test_size, data_dir=args.data_dir, device="cpu")
     experiment = ReleasedM1Experiment(cfg, args.out, encoder)

@@ -179,6 +179,7 @@ class Settings:
     z_kl_epochs: float = 0.0  # epochs over which it moves linearly to 1 (0: 1 throughout)
     weight_prior: float = 0.0  # λ of an N(0, I/λ) prior on every parameter (0: none)
     init_sd: float | None = None  # every parameter drawn from N(0, init_sd²) (None: torch's)
+    elbo: str = "elbo"  # M2's estimator: see M2_ELBOS
 
     @property
     def z_kl(self) -> KLSchedule:
@@ -188,6 +189,16 @@ class Settings:
             raise ConfigError(f"--z-kl-start {self.z_kl_start} / --z-kl-epochs "
                               f"{self.z_kl_epochs}: need a start weight > 0 and epochs >= 0")
         return KLSchedule(beta=1.0, warmup_epochs=self.z_kl_epochs, start=self.z_kl_start)
+
+
+# M2's bound, summed over y exactly, with KL(q(z|x,y) || p(z)) ...
+M2_ELBOS = {
+    # ... at the sampled z, log q(z|x,y) - log p(z): Pyro's TraceEnum_ELBO
+    "elbo": "sampled",
+    # ... in closed form (Kingma & Welling's estimator B, eq. 7), as Kingma et al.'s code
+    # computes it: far less spread in the per-class bounds that train q(y|x) on unlabelled images
+    "meanfield": "closed-form",
+}
 
 
 # How much the labelled images weigh in the generative part of the objective: the N that a
@@ -321,7 +332,9 @@ class M2(Method):
         initialization.normal(self.module, settings.init_sd)
         self.module.to(data.unlabelled.x.device)
         first = next(data.unlabelled.batches(2))
-        objective = objective_for_model("elbo", 1, self.module, Batch(first.x, first.y))
+        if settings.elbo not in M2_ELBOS:
+            raise ConfigError(f"--elbo {settings.elbo!r}: choose one of {', '.join(M2_ELBOS)}")
+        objective = objective_for_model(settings.elbo, 1, self.module, Batch(first.x, first.y))
         latents = frozenset(n for n, v in self.module.variables.items() if v.role == "latent")
         self.z_kl = replace(settings.z_kl, sites=latents)
         if self.z_kl.active:

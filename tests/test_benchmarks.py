@@ -233,6 +233,11 @@ def test_the_m1m2_reference_bound_objective_and_adam_have_their_known_values(mon
     expected = -((labelled.sum() + log_n01[2:].sum()) * m + prior) / (n_l + n_u)
     got = ref.objective(p, x_l, y[:, :2], x_u, alpha, n_l, n_u, m, gen)
     assert torch.allclose(got, expected)
+    # every labelled code in each step (4 where the share is 2) weighs half as much
+    labelled = log_n01[:4] - math.log(10) - alpha * (n_l + n_u) / n_l * math.log(10)
+    expected = -((labelled.sum() / 2 + log_n01[4:].sum()) * m + prior) / (n_l + n_u)
+    got = ref.objective(p, x[:, :4], y[:, :4], x[:, 4:], alpha, n_l, n_u, m, gen)
+    assert torch.allclose(got, expected)
     # Kingma's Adam: a first step of lr·0.1/√0.001 = lr·√10 against the gradient's sign; a
     # parameter with no gradient yet stays where it is
     theta = {"a": torch.tensor([1.0, 1.0, 1.0], requires_grad=True)}

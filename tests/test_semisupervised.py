@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -343,6 +344,40 @@ def test_m2_z_kl_weight_scales_the_z_term_and_nothing_else():
         METHODS.get("m2")(data, Settings(z_kl_start=0.0, z_kl_epochs=1))
 
 
+def test_m2_with_the_closed_form_kl_weights_that_kl_and_trains():
+    """``--elbo meanfield``: the z-KL weight w multiplies KL(q(z|x,y) || p(z)) in closed form,
+    so a labelled batch's loss rises by the scaled analytic KL per unit of w; an epoch trains."""
+    from pyro import poutine
+    from torch.distributions import kl_divergence
+
+    from aevb.inference.objectives.syncfree import TraceEnumMeanField_ELBO
+
+    data = small_semi_data()
+    torch.manual_seed(1)
+    m2 = METHODS.get("m2")(data, Settings(z_kl_start=5.0, z_kl_epochs=2, elbo="meanfield"))
+    objective, module, handler = m2.optimizer.objective, m2.module, m2.optimizer.objective.kl_weight
+    assert isinstance(objective.elbo, TraceEnumMeanField_ELBO)
+    labelled = next(m2.labelled_stream)
+
+    def loss(w):
+        handler.weight = w
+        torch.manual_seed(2)
+        return float(objective.differentiable_loss(module.model, module.guide, labelled).detach())
+
+    with torch.no_grad():
+        torch.manual_seed(2)
+        guide = poutine.trace(module.guide).get_trace(labelled)
+        model = poutine.trace(poutine.replay(module.model, trace=guide)).get_trace(labelled)
+        kl = float(kl_divergence(guide.nodes["z"]["fn"], model.nodes["z"]["fn"]).sum())
+    scale = labelled.num_data / len(labelled.x)
+    assert loss(2.0) - loss(1.0) == pytest.approx(scale * kl, rel=1e-4)
+    handler.weight = 5.0
+    row = m2.train_epoch(1)
+    assert math.isfinite(row["train_objective"])
+    with pytest.raises(ConfigError, match="--elbo 'iwae'"):
+        METHODS.get("m2")(data, Settings(elbo="iwae"))
+
+
 @pytest.mark.data
 def test_z_kl_weight_follows_the_epochs_across_a_resume(fashion_dir, tmp_path):
     cfg = dict(data_dir=str(fashion_dir), labels=[20], seeds=1, methods=["m2"], z_kl_start=3.0,
@@ -364,7 +399,7 @@ def test_a_folder_from_before_z_kl_annealing_reads_as_without_it(fashion_dir, tm
     Experiment(cfg, tmp_path, progress=False).run_all()
     settings = tmp_path / "experiment.json"
     saved = json.loads(settings.read_text())
-    for key in ("z_kl_start", "z_kl_epochs"):
+    for key in ("z_kl_start", "z_kl_epochs", "elbo"):
         del saved[key]
     settings.write_text(json.dumps(saved))  # as written before the settings existed
     Experiment(cfg, tmp_path, progress=False).run_all()  # the runs did what 1.0 / 0.0 do

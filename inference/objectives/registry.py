@@ -3,7 +3,9 @@
 ===============  ==========================================================================
 ``elbo``         :class:`~pyro.infer.Trace_ELBO`: SGVB estimator A (Kingma & Welling 2014,
                  eq. 6), reparameterized, KL sampled.
-``meanfield``    :class:`~pyro.infer.TraceMeanField_ELBO`: SGVB estimator B (eq. 7), KL analytic.
+``meanfield``    :class:`~pyro.infer.TraceMeanField_ELBO`: SGVB estimator B (eq. 7), KL analytic;
+                 for a guide that enumerates one discrete site (M2's y),
+                 :class:`~aevb.inference.objectives.syncfree.TraceEnumMeanField_ELBO`.
 ``iwae``         :class:`~aevb.inference.objectives.importance.ImportanceWeightedELBO`: the k-sample bound of
                  Burda et al. (2016) per datapoint; ``num_particles`` is k. Discrete latents get
                  VIMCO's gradient (Mnih & Rezende 2016).
@@ -74,6 +76,7 @@ from aevb.inference.objectives.syncfree import (
     SyncFreeTrace_ELBO,
     SyncFreeTraceEnum_ELBO,
     SyncFreeTraceMeanField_ELBO,
+    TraceEnumMeanField_ELBO,
 )
 from aevb.inference.objectives.wakesleep import ReweightedWakeSleep
 from aevb.models.base import Batch, labels_of
@@ -173,7 +176,7 @@ def model_traits(model, batch: Batch, analytic_kl: bool = False) -> ModelTraits:
     for b in batches:
         with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad():
             trace = poutine.trace(model.guide).get_trace(b)
-            if analytic_kl and not traits.enumerated:
+            if analytic_kl:
                 _check_analytic_kl(model, trace, b, traits)
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or site["is_observed"] or isinstance(site["fn"], _Subsample):
@@ -370,6 +373,7 @@ def _meanfield(num_particles: int) -> Objective:
     return Objective(
         "meanfield", SyncFreeTraceMeanField_ELBO(num_particles=num_particles,
                                                  vectorize_particles=True),
+        enum_elbo=TraceEnumMeanField_ELBO(num_particles=num_particles, vectorize_particles=True),
         needs_reparam=True, needs_analytic_kl=True)
 
 
