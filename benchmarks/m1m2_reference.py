@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from m1m2_released_m1 import RELEASED, ReleasedEncoder, load_ndict  # the sibling script
+from m1m2_released_m1 import released_encoder  # the sibling script
 
 from aevb.experiments.semisupervised import Experiment, ExperimentConfig
 
@@ -171,14 +171,12 @@ def main(argv=None) -> None:
     p.add_argument("--data-dir")
     p.add_argument("--out", type=Path, default=Path("results/m1m2-reference"))
     args = p.parse_args(argv)
-    path = args.nips14_ssl / RELEASED
-    if not path.is_file():
-        p.error(f"--nips14-ssl: {path} not found; give a copy of dpkingma/nips14-ssl")
+    encoder = released_encoder(p, args.nips14_ssl)
     n_hidden, n_minibatches = hyperparameters(args.labels)
     n_hidden, n_minibatches = args.hidden or n_hidden, args.minibatches or n_minibatches
     settings = {"dataset": args.dataset, "labels": args.labels, "seed": args.seed,
-                "alpha": args.alpha, "kl": args.kl,
-                "labelled_per_step": args.labelled_per_step, "hidden": n_hidden, "minibatches": n_minibatches,
+                "alpha": args.alpha, "kl": args.kl, "labelled_per_step": args.labelled_per_step,
+                "hidden": n_hidden, "minibatches": n_minibatches,
                 "train_size": args.train_size, "test_size": args.test_size}
     settings_path = args.out / "settings.json"  # --passes may grow; nothing else may change
     if settings_path.is_file() and (old := json.loads(settings_path.read_text())) != settings:
@@ -193,10 +191,9 @@ def main(argv=None) -> None:
                            methods=["m1m2"], classify_from="grayscale", data_dir=args.data_dir,
                            train_size=args.train_size, test_size=args.test_size, device="cpu")
     data = Experiment(cfg, args.out, progress=False).semi_data(args.labels, args.seed)
-    encoder = ReleasedEncoder(load_ndict(path))
+    q_u = encoder.keep_varying(data.unlabelled.x)
     with torch.no_grad():
-        encoder.keep = encoder.posterior(data.unlabelled.x).mean.std(0) > 0.1
-        q_l, q_u = encoder.posterior(data.labelled.x), encoder.posterior(data.unlabelled.x)
+        q_l = encoder.posterior(data.labelled.x)
         valid, test = encoder.posterior(data.valid.x).mean, encoder.posterior(data.test.x).mean
     n_x, n_l, n_u = int(encoder.keep.sum()), len(q_l.mean), len(q_u.mean)
     if n_l % n_minibatches or n_u % n_minibatches:

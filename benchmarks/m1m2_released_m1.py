@@ -63,6 +63,24 @@ class ReleasedEncoder(nn.Module):
         mean, logvar = (self.mean_w @ h + self.mean_b).T, (self.logvar_w @ h + self.logvar_b).T
         return Normal(mean[:, self.keep], (0.5 * logvar[:, self.keep]).exp())
 
+    @torch.no_grad()
+    def keep_varying(self, x: torch.Tensor) -> Normal:
+        """Keep the dimensions of z1 whose posterior mean varies over ``x`` (standard deviation
+        above 0.1, as ``run_2layer_ssl.py`` keeps them); q(z1|x) on them."""
+        self.keep = slice(None)
+        q = self.posterior(x)
+        self.keep = q.mean.std(0) > 0.1
+        return Normal(q.mean[:, self.keep], q.stddev[:, self.keep])
+
+
+def released_encoder(p: argparse.ArgumentParser, folder: Path) -> ReleasedEncoder:
+    """The released M1's encoder from ``folder``, a copy of ``dpkingma/nips14-ssl``; a one-line
+    parser error where it is not there."""
+    path = folder / RELEASED
+    if not path.is_file():
+        p.error(f"--nips14-ssl: {path} not found; give a copy of dpkingma/nips14-ssl")
+    return ReleasedEncoder(load_ndict(path))
+
 
 class ReleasedM1Experiment(Experiment):
     """The runner's experiment with the released M1 in place of one trained here."""
@@ -100,11 +118,8 @@ def main(argv=None) -> None:
     p.add_argument("--data-dir")
     p.add_argument("--out", type=Path, default=Path("results/m1m2-released-m1"))
     args = p.parse_args(argv)
-    path = args.nips14_ssl / RELEASED
-    if not path.is_file():
-        p.error(f"--nips14-ssl: {path} not found; give a copy of dpkingma/nips14-ssl")
+    encoder = released_encoder(p, args.nips14_ssl)
     torch.set_num_threads(1)
-    encoder = ReleasedEncoder(load_ndict(path))
     cfg = ExperimentConfig(dataset=args.dataset, labels=[args.labels], seeds=1,
                            epochs=args.epochs, methods=["m1m2"], batch_size=args.batch_size,
                            lr=args.lr, alpha=args.alpha, labelled_weight=args.labelled_weight,
@@ -114,7 +129,7 @@ def main(argv=None) -> None:
                            test_size=args.test_size, data_dir=args.data_dir, device="cpu")
     experiment = ReleasedM1Experiment(cfg, args.out, encoder)
     unlabelled = experiment.semi_data(args.labels, args.seed).unlabelled.x[:1000]
-    encoder.keep = encoder.posterior(unlabelled).mean.std(0) > 0.1
+    encoder.keep_varying(unlabelled)
     print(f"released M1: {int(encoder.keep.sum())} of {len(encoder.keep)} dimensions of z1 kept")
     experiment.claim_folder()
     result = experiment.run("m1m2", args.labels, args.seed)
