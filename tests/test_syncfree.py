@@ -245,3 +245,46 @@ def test_the_meanfield_objective_takes_an_enumerating_guide():
     assert objective.enumerates and isinstance(objective.elbo, TraceEnumMeanField_ELBO)
     loss = objective.differentiable_loss(model.model, model.guide, data())
     assert torch.isfinite(loss)
+
+
+class _Enumerating(torch.nn.Module):
+    """A guide that enumerates y (and, with ``two``, c too) beside a Normal z; with ``own`` the
+    model enumerates c itself, which the guide does not sample."""
+
+    def __init__(self, own=False, two=False):
+        super().__init__()
+        self.own, self.two = own, two
+        self.loc = torch.nn.Parameter(torch.zeros(3))
+
+    def model(self, batch):
+        dist = pyro.distributions
+        with pyro.plate("data", len(batch.x)):
+            y = pyro.sample("y", dist.Categorical(logits=torch.zeros(3)))
+            c = 0.0
+            if self.own or self.two:
+                c = pyro.sample("c", dist.Categorical(logits=torch.zeros(2)),
+                                infer={"enumerate": "parallel"} if self.own else {})
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z + y + c, 1.0), obs=batch.x.flatten(1)[:, 0])
+
+    def guide(self, batch):
+        dist = pyro.distributions
+        with pyro.plate("data", len(batch.x)):
+            pyro.sample("y", dist.Categorical(logits=self.loc), infer={"enumerate": "parallel"})
+            if self.two:
+                pyro.sample("c", dist.Categorical(logits=self.loc[:2]),
+                            infer={"enumerate": "parallel"})
+            pyro.sample("z", dist.Normal(self.loc[0], 1.0))
+
+
+@pytest.mark.parametrize("model,says", [(_Enumerating(own=True), "the model enumerates c"),
+                                        (_Enumerating(two=True), r"enumerates 2 sites \(y, c\)")])
+def test_meanfield_refuses_what_it_cannot_sum_before_training(model, says):
+    """Before the first step (it used to raise NotImplementedError there), naming the site."""
+    from aevb.inference.objectives.registry import IncompatibleObjective, objective_for_model
+
+    with pytest.raises(IncompatibleObjective, match=says) as refused:
+        objective_for_model("meanfield", 1, model, data())
+    assert "use elbo=elbo" in str(refused.value)
+    assert objective_for_model("elbo", 1, model, data()).enumerates  # TraceEnum_ELBO takes it
+    assert objective_for_model("meanfield", 1, _Enumerating(), data()).enumerates

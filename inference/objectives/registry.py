@@ -157,6 +157,9 @@ class ModelTraits:
     no_analytic_kl: dict[str, str] = field(default_factory=dict)
     #: ``(model order, guide order)`` of the latents when they differ (a bottom-up guide)
     order_mismatch: tuple[list[str], list[str]] | None = None
+    #: sites the model marks for enumeration that the guide does not sample (found with
+    #: ``analytic_kl``: Pyro contracts them in the model)
+    model_enumerated: list[str] = field(default_factory=list)
     #: each latent site's size per datapoint (its value's elements after the batch dimension)
     latent_sizes: dict[str, int] = field(default_factory=dict)
     #: where the guide's samples live
@@ -202,6 +205,10 @@ def _check_analytic_kl(model, guide_trace, batch: Batch, traits: ModelTraits) ->
     model_order = [n for n in model_trace.nodes if n in latents]
     if model_order != latents:
         traits.order_mismatch = (model_order, latents)
+    for name, site in model_trace.nodes.items():
+        if site["type"] == "sample" and site["infer"].get("enumerate") and name not in latents \
+                and name not in traits.model_enumerated:
+            traits.model_enumerated.append(name)
     for name, site in guide_trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"] or isinstance(site["fn"], _Subsample):
             continue
@@ -269,6 +276,8 @@ class Objective:
                     f"{', '.join(traits.enumerated)} (the guide marks them "
                     f"infer={{'enumerate': 'parallel'}} to be summed out exactly); use "
                     f"elbo={' or elbo='.join(can)} (TraceEnum_ELBO)")
+            if self.needs_analytic_kl:
+                self._check_single_enumeration(traits)
             return replace(self, elbo=self.enum_elbo, enum_elbo=None, enumerates=True,
                            traits=traits)
         if self.needs_analytic_kl and traits.no_analytic_kl:
@@ -293,6 +302,38 @@ class Objective:
         if bind is not None:  # build what the objective trains (a critic) for these latents
             bind(sum(traits.latent_sizes[n] for n in traits.latents), traits.device)
         return replace(self, traits=traits)
+
+    def _check_single_enumeration(self, traits: ModelTraits) -> None:
+        """What :class:`TraceEnumMeanField_ELBO` sums exactly: one enumerated guide site, and
+        every other latent reparameterized with a closed-form KL, the continuous ones sampled
+        in the model's order.
+
+        :raises IncompatibleObjective: before training, naming what breaks this.
+        """
+        problems = []
+        if len(traits.enumerated) > 1:
+            problems.append(f"the guide enumerates {len(traits.enumerated)} sites "
+                            f"({', '.join(traits.enumerated)}), not one")
+        if traits.model_enumerated:
+            problems.append(f"the model enumerates {', '.join(traits.model_enumerated)}, which "
+                            "the guide does not sample")
+        if traits.non_reparameterized:
+            problems.append(f"the guide samples {', '.join(traits.non_reparameterized)} "
+                            "without rsample")
+        no_kl = {n: kl for n, kl in traits.no_analytic_kl.items() if n not in traits.enumerated}
+        if no_kl:
+            problems.append("KL(q || p) has no closed form for "
+                            + "; ".join(f"{n} ({kl})" for n, kl in no_kl.items()))
+        if traits.order_mismatch:  # y is summed exactly: only the continuous latents' order
+            model_order, guide_order = ([n for n in order if n not in traits.enumerated]
+                                        for order in traits.order_mismatch)
+            if model_order != guide_order:
+                problems.append(f"the model samples {', '.join(model_order)}, the guide "
+                                f"{', '.join(guide_order)} (a bottom-up guide)")
+        if problems:
+            raise IncompatibleObjective(
+                f"elbo={self.name} sums out one enumerated guide site with every other KL in "
+                f"closed form, but {'; '.join(problems)}; use elbo=elbo (TraceEnum_ELBO)")
 
     @property
     def num_particles(self) -> int:
