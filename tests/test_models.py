@@ -140,6 +140,24 @@ def test_tanh_activation_outside_autograd_equals_torch_tanh():
     assert torch.allclose(w.grad, 1 - torch.tanh(x) ** 2, atol=1e-6)
 
 
+def test_softplus_activation_is_torchs_softplus_in_value_and_gradient():
+    """log(1 + e^x) on the CPU: torch's softplus to float32 rounding over [-100, 100] (its
+    threshold at 20 included), the gradient sigma(x), and second derivatives in double."""
+    import torch.nn.functional as F
+
+    from aevb.models.networks import ACTIVATIONS
+
+    act = ACTIVATIONS.get("softplus")()
+    x = torch.cat([torch.linspace(-100, 100, 20001), torch.tensor([19.999, 20.0, 20.001])])
+    w = x.clone().requires_grad_()
+    y = act(w)
+    assert torch.allclose(y, F.softplus(x), atol=1e-6, rtol=1e-6)
+    (y * torch.linspace(-1, 1, len(x))).sum().backward()
+    assert torch.allclose(w.grad, torch.sigmoid(x) * torch.linspace(-1, 1, len(x)), atol=1e-7)
+    z = torch.linspace(-5, 5, 11, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(act, (z,)) and torch.autograd.gradgradcheck(act, (z,))
+
+
 def test_concat_linear_equals_a_linear_layer_on_the_broadcast_concatenation():
     """M2's q(z|x,y) under enumeration: x (M, 784-like) and one-hot y (C, 1, C) give the same
     values and gradients as concatenating the broadcast inputs first."""
