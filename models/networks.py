@@ -58,10 +58,10 @@ class Softplus(nn.Softplus):
     training step on 300-unit layers, and this is about 2x faster forward and backward). The
     two agree to float32 rounding (1e-6 absolute in the tests, with the gradient
     :math:`\sigma(x)`); where :math:`e^x` is below float32's epsilon this returns 0 for a value
-    below 1e-7. Other devices keep torch's kernel."""
+    below 1e-7. Other devices, and another β or threshold, keep torch's kernel."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if input.device.type != "cpu":
+        if input.device.type != "cpu" or (self.beta, self.threshold) != (1.0, 20.0):
             return super().forward(input)
         return _LogOnePlusExp.apply(input)
 
