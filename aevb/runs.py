@@ -27,10 +27,10 @@ import torch
 from omegaconf import OmegaConf
 
 from aevb.inference.batching import DataBundle, Split
+from aevb.inference.cpu import prepare as prepare_device
 from aevb.inference.errors import ConfigError, DataError, RunDirError
 from aevb.inference.evaluation import evaluate
 from aevb.inference.objectives import OBJECTIVE_OPTIONS, Objective
-from aevb.inference.threads import share_threads
 from aevb.inference.training import (
     LoopOptions,
     build_engine,
@@ -175,8 +175,7 @@ def execute(cfg: Config, run_dir: Path, *, resume: bool = False, checkpoint: Pat
     if ctx.is_main and resume and not run_dir.is_dir():
         raise RunDirError(f"cannot resume: {run_dir} is not a run folder")
     device = distributed.rank_device(resolve_device(cfg.device), ctx)
-    if device.type == "cpu":
-        share_threads()  # a fair share of the cores beside other aevb processes
+    prepare_device(device)  # on the CPU: a fair share of the cores, a heap that keeps freed memory
     source = _source(cfg, data_source)
     cfg = replace(cfg, data=resolve_defaults(cfg.data, source))  # the record says what ran
     x_shape = source.x_shape(cfg.data)
@@ -411,8 +410,7 @@ def write_evaluation(model, split: Split, cfg: Config, run_dir: Path, num_sample
     samples seeded from ``cfg.eval.seed``) with what they were computed on, written to
     ``out`` (default ``run_dir/evaluation.json``) when ``write``. ``epochs_trained``: the
     evaluated checkpoint's epoch (default: the newest checkpoint's in ``run_dir``)."""
-    if device.type == "cpu":
-        share_threads()
+    prepare_device(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.eval.seed)
         result = evaluate(model, split, num_samples, cfg.eval.sample_chunk, cfg.eval.batch_size,

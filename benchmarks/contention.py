@@ -39,9 +39,9 @@ def job(name: str, units: int, loop: bool, args) -> None:
 
     import torch
 
-    from aevb.inference.threads import share_threads
+    from aevb.inference.cpu import prepare
 
-    share_threads()  # what `aevb train` and `aevb evaluate` do on the CPU
+    prepare(torch.device("cpu"))  # what `aevb train` and `aevb evaluate` do on the CPU
     if name == "eval":
         from aevb.inference import Split
         from aevb.inference.evaluation.likelihood import importance_sampled

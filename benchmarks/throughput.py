@@ -47,6 +47,7 @@ from aevb.builder import build_model
 from aevb.config import load_config
 from aevb.data import load_data
 from aevb.inference import Split
+from aevb.inference.cpu import prepare
 from aevb.inference.evaluation.likelihood import importance_sampled
 from aevb.inference.objectives import build_objective
 from aevb.inference.training import resolve_device
@@ -226,6 +227,7 @@ def reset_peak_rss() -> None:
 def eval_child(args) -> None:
     """Run only the evaluation (in a fresh process, so its peak memory is its own)."""
     device = resolve_device(args.device)
+    prepare(device)  # as `aevb evaluate` does: on the CPU, its share of the cores and a kept heap
     cfg = load_config(str(ROOT / "configs" / "vae_fashion.yaml"),
                       [f"model.hidden_sizes=[{HIDDEN}]", f"model.z_dim={Z}",
                        f"data.test_size={args.eval_images}"]

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
 from .registry import Registry
 
 Shape = tuple[int, ...]
@@ -37,33 +38,17 @@ class Tanh(nn.Tanh):
         return input.mul(2.0).sigmoid_().mul_(2.0).sub_(1.0)
 
 
-class _LogOnePlusExp(torch.autograd.Function):
-    r""":math:`\log(1 + e^x)` below torch's threshold (20), :math:`x` above; gradient
-    :math:`\sigma(x)`, one autograd node."""
-
-    @staticmethod
-    def forward(ctx, input: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(input)
-        return torch.where(input > 20.0, input, input.clamp(max=20.0).exp_().add_(1.0).log_())
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
-        (input,) = ctx.saved_tensors
-        return grad_output * torch.sigmoid(input)
-
-
 class Softplus(nn.Softplus):
-    r""":class:`torch.nn.Softplus` (β = 1) that computes :math:`\log(1 + e^x)` on the CPU:
-    torch's CPU kernel goes through ``log1p``, the slow one (softplus was 42% of an M1+M2
-    training step on 300-unit layers, and this is about 2x faster forward and backward). The
-    two agree to float32 rounding (1e-6 absolute in the tests, with the gradient
-    :math:`\sigma(x)`); where :math:`e^x` is below float32's epsilon this returns 0 for a value
-    below 1e-7. Other devices, and another β or threshold, keep torch's kernel."""
+    r""":class:`torch.nn.Softplus` (β = 1) through :func:`~aevb.models.kernels.softplus`, which
+    computes :math:`\log(1 + e^x)` on the CPU: torch's CPU kernel goes through ``log1p``, the
+    slow one (softplus was 42% of an M1+M2 training step on 300-unit layers, and this is about
+    2x faster forward and backward). The two agree to float32 rounding. Another β or threshold
+    keeps torch's kernel."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if input.device.type != "cpu" or (self.beta, self.threshold) != (1.0, 20.0):
+        if (self.beta, self.threshold) != (1.0, kernels.THRESHOLD):
             return super().forward(input)
-        return _LogOnePlusExp.apply(input)
+        return kernels.softplus(input)
 
 
 ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation")

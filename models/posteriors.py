@@ -37,7 +37,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from pyro import distributions as dist
 from pyro.distributions import transforms as T
 from torch import nn
@@ -45,11 +44,12 @@ from torch.distributions import Independent, Normal, kl_divergence, register_kl
 from torch.distributions import LowRankMultivariateNormal as TorchLowRank
 from torch.distributions import MultivariateNormal as TorchMVN
 
+from . import kernels
 from .families import FAMILIES, DiagonalNormal, Family
 
 
 def _positive(raw: torch.Tensor, floor: float) -> torch.Tensor:
-    return F.softplus(raw) + floor
+    return kernels.softplus(raw) + floor
 
 
 class VectorPosterior(Family):

@@ -22,6 +22,7 @@ import torch
 
 from aevb.config import DataConfig
 from aevb.data import load_data
+from aevb.inference.cpu import prepare as prepare_device
 from aevb.inference.errors import ConfigError, RunDirError
 from aevb.inference.objectives import build_objective
 from aevb.inference.semisupervised import (
@@ -35,7 +36,6 @@ from aevb.inference.semisupervised import (
     m1_features,
     subset,
 )
-from aevb.inference.threads import share_threads
 from aevb.inference.training import resolve_device, train_epoch
 from aevb.inference.training.checkpoint import (
     atomic_write_bytes,
@@ -278,8 +278,7 @@ class Experiment:
                                   f"{M1_ARCHITECTURE}; move {path.parent} aside to train M1 "
                                   "again") from e
             return model
-        if self.device.type == "cpu":
-            share_threads()
+        prepare_device(self.device)
         engine = build_engine("fast", model, build_objective("elbo"), "adam", self.cfg.lr)
         for epoch in range(self.cfg.m1_epochs or self.cfg.epochs):
             train_epoch(model, engine, bundle.train, self.cfg.batch_size,
@@ -309,8 +308,7 @@ class Experiment:
             result = json.loads(result_path.read_text())
             if result["epochs"] >= self.cfg.epochs:
                 return result  # finished; a run with fewer epochs goes on from its checkpoint
-        if self.device.type == "cpu":
-            share_threads()
+        prepare_device(self.device)
         method = self.method(method_name, labels, seed)
         data = method.data
         state = {"best_valid": -1.0, "best_epoch": 0, "test_at_best": 0.0, "seconds": 0.0}
