@@ -5,8 +5,9 @@ with the MNIST table's settings (``--alpha 1.0 --labelled-weight balanced``, the
 of ``--z-kl-start 10``) on the same batches: one unlabelled and one labelled batch of
 ``--batch-size`` per step, 100 labels, dynamic binarization. aevb's step is the runner's: the
 ``fast`` engine on ``TraceEnum_ELBO``, y enumerated in parallel. The hand-written step computes
-the same objective with the same networks (copies of aevb's modules, so the arithmetic of the
-layers is identical and what is measured is everything around them): for an unlabelled image
+the same objective with the same networks (copies of aevb's modules, and aevb's CPU kernels for
+the scales' softplus and the Bernoulli log-density, so the arithmetic is identical and what is
+measured is everything around it): for an unlabelled image
 
     L(x) = sum_y q(y|x) [log p(x|y,z_y) + log p(y) + w (log p(z_y) - log q(z_y|x,y))] + H(q(y|x)),
 
@@ -45,6 +46,7 @@ from torch import nn
 from aevb.experiments.semisupervised import Experiment, ExperimentConfig
 from aevb.inference.semisupervised import METHODS, Settings, paired_batches
 from aevb.inference.training.optim import build_optimizer
+from aevb.models import kernels
 from aevb.models.base import Batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,14 +68,13 @@ class HandWrittenM2(nn.Module):
         """log p(x|y,z) and w (log p(z) - log q(z|x,y)) for one z ~ q(z|x,y) (w: the z-KL
         weight of training unless given)."""
         loc, raw = self.encoder(x, y_onehot).chunk(2, dim=-1)
-        scale = F.softplus(raw) + self.min_scale
+        scale = kernels.softplus(raw) + self.min_scale
         eps = torch.randn_like(loc)
         z = loc + scale * eps
         log_q = (-0.5 * eps ** 2 - scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
         log_p = (-0.5 * z ** 2 - 0.5 * math.log(2 * math.pi)).sum(-1)
         logits = self.decoder(y_onehot, z)
-        log_px = -F.binary_cross_entropy_with_logits(
-            logits, x.expand_as(logits), reduction="none").flatten(-3).sum(-1)
+        log_px = kernels.bernoulli_log_density(logits.flatten(-3), x.flatten(-3))
         return log_px + (self.z_weight if z_weight is None else z_weight) * (log_p - log_q)
 
     @torch.no_grad()

@@ -215,7 +215,7 @@ def test_the_kernels_give_torchs_gradients_under_pyros_provenance_tracking():
                 net.net[i] = torch.nn.Softplus()
     theirs = grads()
     assert len(ours) == len(theirs)
-    for a, b in zip(ours, theirs):
+    for a, b in zip(ours, theirs, strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
