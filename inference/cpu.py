@@ -5,13 +5,13 @@ torch takes a CPU tensor's memory from ``malloc``. glibc serves a large block (a
 threshold, 128 KiB to start with) with a fresh ``mmap`` and returns it to the system when the
 tensor is freed, and it gives back the free top of its heap above a trim threshold. The next
 tensor of that size then page-faults on every 4 KiB page as it is first written. With the
-thresholds adapting as glibc's do, this happens often enough on 10 MB activations to cost most
-of an elementwise op: ``log(1 + e^x)`` on a 5000 x 500 layer took 33-37 ms against 16-18 ms
-with the heap kept, and three epochs of M1+M2 (batch 500, ten classes enumerated) took 1.16-1.23x
-longer (``docs/performance.md``). :func:`keep_freed_memory` raises the mmap threshold to 32 MiB
-(glibc's own ceiling for it) and the trim threshold to 1 GiB: freed blocks up to that size stay
-in the heap for the next tensor. The process's resident memory then stays near its peak
-instead of shrinking between steps.
+thresholds adapting as glibc's do, this happens often enough on 10 MB activations to cost half
+of an elementwise op: ``log(1 + e^x)`` on a 5000 x 500 layer took 33-37 ms in some processes and
+16-18 ms in others, and 16-18 ms in every process with the heap kept; three epochs of M1+M2
+(batch 500, ten classes enumerated) took 1.16-1.23x longer (``docs/performance.md``).
+:func:`keep_freed_memory` raises the mmap threshold to 32 MiB (glibc's own ceiling for it) and
+the trim threshold to 1 GiB: freed blocks up to that size stay in the heap for the next tensor.
+The process's resident memory then stays near its peak instead of shrinking between steps.
 
 It applies on Linux with glibc only, once per process, and stays off where the user chose
 (``AEVB_KEEP_FREED_MEMORY=0``, a ``MALLOC_*`` threshold or ``GLIBC_TUNABLES`` set, or another
