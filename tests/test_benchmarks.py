@@ -46,7 +46,8 @@ EXPECTED = {"throughput.py": "ratio aevb fast / hand-written", "m2_enumeration.p
 def test_every_benchmark_is_listed():
     scripts = {p.name for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_")}
     assert scripts == set(SMOKE_ARGS) | {"m2_pyro_example.py", "classify_from.py",
-                                         "m1m2_released_m1.py", "m1m2_reference.py"}, \
+                                         "at_budget.py", "m1m2_released_m1.py",
+                                         "m1m2_reference.py"}, \
         "add the new benchmark to SMOKE_ARGS"
 
 
@@ -118,6 +119,35 @@ def test_classify_from_rescores_every_pixel_space_run_both_ways(fashion_dir, tmp
     # its once-binarized figure is the runner's own score of the same checkpoint
     result = json.loads((out / "runs" / "baseline-n20-seed0" / "result.json").read_text())
     assert rows[0].split(" | ")[2] == f"{100 * result['final_test_accuracy']:.2f}%"
+    assert before == sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file())
+
+
+@pytest.mark.data
+def test_at_budget_reads_each_run_at_a_shorter_budget_from_its_rows(fashion_dir, tmp_path):
+    from aevb.experiments.semisupervised import Experiment, ExperimentConfig
+
+    out = tmp_path / "ss"
+    Experiment(ExperimentConfig(labels=[20], seeds=2, epochs=2, methods=["baseline"],
+                                train_size=300, test_size=100, batch_size=64, device="cpu",
+                                data_dir=str(fashion_dir)), out, progress=False).run_all()
+    before = sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file())
+
+    def table(epochs: int) -> list[str]:
+        return subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "at_budget.py"), str(out), "--epochs",
+             str(epochs)], cwd=ROOT, capture_output=True, text=True, timeout=600,
+            check=True).stdout.splitlines()
+
+    at_two = table(2)  # the whole budget: the runner's own selection
+    for seed in (0, 1):
+        result = json.loads((out / "runs" / f"baseline-n20-seed{seed}" / "result.json").read_text())
+        row = f"| baseline, 20 labels, seed {seed} | 2 | {result['best_epoch']} | "
+        line = next(line for line in at_two if line.startswith(row))
+        assert line.endswith(f"| {100 * result['test_accuracy']:.2f}% |")
+    assert any(line.startswith("| baseline | 20 | 2 | ") for line in at_two)
+    short = table(3)  # past every run: none is averaged
+    assert sum("short of the budget" in line for line in short) == 2
+    assert not any(line.startswith("| baseline | 20 |") for line in short)
     assert before == sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file())
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from aevb.experiments.semisupervised import Experiment, ExperimentConfig, summarize
+from aevb.experiments.semisupervised import Experiment, ExperimentConfig, best_within, summarize
 from aevb.inference import Split
 from aevb.inference.errors import ConfigError, RunDirError
 from aevb.inference.objectives import KLSchedule
@@ -175,6 +175,20 @@ def test_paired_difference_to_the_baseline_over_shared_seeds():
         assert rows[key]["paired_seeds"] == 0 and rows[key]["paired_diff"] != rows[key]["paired_diff"]
 
 
+def test_selection_at_a_shorter_budget_takes_the_first_best_epoch_within_it():
+    rows = [{"epoch": 1, "valid_accuracy": 0.5, "test_accuracy": 0.40},
+            {"epoch": 2, "valid_accuracy": 0.7, "test_accuracy": 0.60},
+            {"epoch": 3, "valid_accuracy": 0.7},  # a tie is no new best: no test recorded
+            {"epoch": 4, "valid_accuracy": 0.9}]  # a row from before the runner recorded it
+    assert best_within(rows, 1) == {"epoch": 1, "valid_accuracy": 0.5, "test_accuracy": 0.40}
+    assert best_within(rows, 3) == {"epoch": 2, "valid_accuracy": 0.7, "test_accuracy": 0.60}
+    assert best_within(rows, 4)["test_accuracy"] is None
+    state = {"best_epoch": 4, "test_at_best": 0.8}  # the checkpoint's record of that best
+    assert best_within(rows, 10, state)["test_accuracy"] == 0.8
+    assert best_within(rows, 3, state)["test_accuracy"] == 0.60  # another epoch: not taken
+    assert best_within(rows, 0) is None
+
+
 def tiny(**kw):
     base = dict(labels=[20, 50], seeds=2, epochs=1, train_size=300, test_size=100,
                 batch_size=64, device="cpu")
@@ -246,8 +260,14 @@ def test_more_epochs_continue_finished_runs_from_their_last_checkpoint(fashion_d
     for name in ("m1m2", "m1baseline", "baseline"):
         run = out / "runs" / f"{name}-n20-seed0"
         assert json.loads((run / "result.json").read_text())["epochs"] == 3
-        lines = (run / "metrics.jsonl").read_text().splitlines()
-        assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in rows] == [1, 2, 3]
+        assert all(r["seconds"] > 0 for r in rows)
+        # the rows alone give back the run's own selection, across the resume
+        result = json.loads((run / "result.json").read_text())
+        assert best_within(rows, 3) == {"epoch": result["best_epoch"],
+                                        "valid_accuracy": result["valid_accuracy"],
+                                        "test_accuracy": result["test_accuracy"]}
     assert m1.stat().st_mtime_ns == m1_before  # M1 keeps the epochs it was trained with
     saved = json.loads((out / "experiment.json").read_text())
     assert saved["epochs"] == 3 and saved["m1_epochs"] == 1

@@ -174,6 +174,23 @@ def summarize(results: list[dict], reference: str = "baseline") -> list[dict]:
     return sorted(rows, key=lambda r: (r["labels"], r["method"]))
 
 
+def best_within(rows: list[dict], epochs: int, state: dict | None = None) -> dict | None:
+    """The runner's model selection at a budget of ``epochs``: of a run's metric rows up to that
+    epoch, the first with the highest validation accuracy, with the test accuracy its row
+    records. A row written before the runner recorded it takes it from ``state`` (a
+    checkpoint's ``extra``) where that names the same best epoch; otherwise it is None. None
+    where the run has no row that early."""
+    rows = [r for r in rows if r["epoch"] <= epochs]
+    if not rows:
+        return None
+    best = max(rows, key=lambda r: r["valid_accuracy"])  # the first of equals, as the runner
+    test = best.get("test_accuracy")
+    if test is None and state is not None and state.get("best_epoch") == best["epoch"]:
+        test = state["test_at_best"]
+    return {"epoch": best["epoch"], "valid_accuracy": best["valid_accuracy"],
+            "test_accuracy": test}
+
+
 def _pct(value: float, signed: bool = False) -> str:
     return "n/a" if math.isnan(value) else f"{100 * value:{'+' if signed else ''}.2f}"
 
@@ -324,12 +341,16 @@ class Experiment:
         for epoch in range(start + 1, self.cfg.epochs + 1):
             t0 = time.perf_counter()
             row = {"epoch": epoch} | method.train_epoch(epoch)
-            state["seconds"] += time.perf_counter() - t0
+            row["seconds"] = time.perf_counter() - t0
+            state["seconds"] += row["seconds"]
             row["valid_accuracy"] = accuracy(method.classify, data.valid)
             row |= method.diagnostics()
             if row["valid_accuracy"] > state["best_valid"]:
                 state |= {"best_valid": row["valid_accuracy"], "best_epoch": epoch,
                           "test_at_best": accuracy(method.classify, data.test)}
+                # the row of each new best holds its test accuracy: the selection at any
+                # shorter budget can be read back (:func:`best_within`)
+                row["test_accuracy"] = state["test_at_best"]
             metrics.append(row)
             save_checkpoint(run_dir, epoch, method.module, method.optimizer, info, keep=1,
                             extra=state)

@@ -1,0 +1,93 @@
+"""The runs of a semi-supervised results folder, selected as if each had trained ``--epochs``.
+
+The runner picks each run's test accuracy at its best validation epoch over all the epochs it
+trained. Runs that are still going (M1+M2 for Kingma et al.'s 3000 epochs, over many sittings)
+are compared at one shared, stated budget instead: for every run that has reached it, the first
+epoch up to ``--epochs`` with the highest validation accuracy and the test accuracy recorded
+there (:func:`aevb.experiments.semisupervised.best_within`), then the mean and 95% interval of
+the test error over the labelled subsets, and each method's difference to ``baseline`` paired
+over the subsets both have. A run short of the budget is listed and left out of the means.
+Nothing in the folder is changed; the table goes to stdout.
+
+    python benchmarks/at_budget.py benchmarks/results/m1m2-released-kingma-meanfield --epochs 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from aevb.experiments.semisupervised import best_within, summarize
+from aevb.inference.errors import CheckpointError
+from aevb.inference.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from aevb.inference.training.metrics import MetricsLog
+
+
+def saved_state(run_dir: Path) -> dict | None:
+    """The best epoch and its test accuracy as the run saved them: its newest checkpoint's
+    ``extra`` or, for a finished run, ``result.json``."""
+    for _ in range(3):  # a run that is going on replaces its checkpoint each epoch
+        if not list_checkpoints(run_dir):
+            break
+        try:
+            return load_checkpoint(latest_checkpoint(run_dir))["extra"]
+        except CheckpointError:
+            continue
+    result = run_dir / "result.json"
+    if result.is_file():
+        saved = json.loads(result.read_text())
+        return {"best_epoch": saved["best_epoch"], "test_at_best": saved["test_accuracy"]}
+    return None
+
+
+def at_budget(folder: Path, epochs: int) -> list[dict]:
+    """One row per run of ``folder``: the epochs it trained and its selection at ``epochs``
+    (``None`` where it has not reached the budget or its test accuracy there was not kept)."""
+    if not (folder / "runs").is_dir():
+        raise SystemExit(f"{folder}: no runs/ folder; give a semi-supervised results folder")
+    runs = []
+    for run_dir in sorted((folder / "runs").iterdir()):
+        method, labels, seed = run_dir.name.split("-")
+        rows = MetricsLog(run_dir, tensorboard=False).rows()
+        trained = rows[-1]["epoch"] if rows else 0
+        best = best_within(rows, epochs, saved_state(run_dir)) if trained >= epochs else None
+        runs.append({"method": method, "labels": int(labels[1:]), "seed": int(seed[4:]),
+                     "trained": trained, "best": best})
+    return runs
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("folder", type=Path, help="a semi-supervised results folder")
+    p.add_argument("--epochs", type=int, required=True, help="the budget every run is read at")
+    args = p.parse_args(argv)
+    if args.epochs < 1:
+        p.error(f"--epochs {args.epochs}: give a positive number of epochs")
+    runs = at_budget(args.folder, args.epochs)
+    print(f"Selection within the first {args.epochs} epochs (test accuracy at the best "
+          "validation epoch):\n")
+    print("| run | epochs trained | best epoch | valid | test |")
+    print("|---|---|---|---|---|")
+    for r in runs:
+        name = f"{r['method']}, {r['labels']} labels, seed {r['seed']}"
+        b = r["best"]
+        if b is None:
+            print(f"| {name} | {r['trained']} | short of the budget | | |")
+            continue
+        test = "not recorded" if b["test_accuracy"] is None else f"{100 * b['test_accuracy']:.2f}%"
+        print(f"| {name} | {r['trained']} | {b['epoch']} | {100 * b['valid_accuracy']:.2f}% "
+              f"| {test} |")
+    kept = [r | {"test_accuracy": r["best"]["test_accuracy"]} for r in runs
+            if r["best"] is not None and r["best"]["test_accuracy"] is not None]
+    print("\n| method | labels | subsets | test error (mean ± 95% CI) | minus baseline, paired |")
+    print("|---|---|---|---|---|")
+    for s in summarize(kept):
+        paired = (f"{100 * s['paired_diff']:+.2f} ± {100 * s['paired_ci95']:.2f} points"
+                  if s["paired_seeds"] else "")
+        print(f"| {s['method']} | {s['labels']} | {s['seeds']} | {100 * s['error']:.2f}% ± "
+              f"{100 * s['ci95']:.2f} | {paired} |")
+
+
+if __name__ == "__main__":
+    main()
