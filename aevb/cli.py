@@ -275,7 +275,8 @@ def _experiment(args) -> int:
         z_kl_start=args.z_kl_start, z_kl_epochs=args.z_kl_epochs,
         weight_prior=args.weight_prior, init_sd=args.init_sd, elbo=args.elbo,
         binarization=args.binarization, classify_from=args.classify_from,
-        train_size=args.train_size, test_size=args.test_size, data_dir=args.data_dir,
+        train_size=args.train_size, test_size=args.test_size,
+        diagnostics_every=args.diagnostics_every, data_dir=args.data_dir,
         device=args.device or "auto")
     out = Path(args.out or f"results/semisupervised-{args.dataset}")
     executor = _executor(args, cuda=(args.device or "auto") != "cpu")
@@ -591,6 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "folder's own in an existing one)")
     ss.add_argument("--train-size", type=positive, help="first n training images only (quick runs)")
     ss.add_argument("--test-size", type=positive, help="first n validation and test images only")
+    ss.add_argument("--diagnostics-every", type=positive, default=1, metavar="EPOCHS",
+                    help="measure M2's generative classifier on the validation set every EPOCHS "
+                    "epochs and at the last (default 1; it does not change the training)")
     ss.add_argument("--data-dir")
     ss.add_argument("--device")
     ss.add_argument("--out", help="results folder (default results/semisupervised-DATASET)")

@@ -115,6 +115,9 @@ def main(argv=None) -> None:
     p.add_argument("--elbo", default="elbo", choices=["elbo", "meanfield"])
     p.add_argument("--train-size", type=int)
     p.add_argument("--test-size", type=int)
+    p.add_argument("--diagnostics-every", type=int, default=1,
+                   help="measure M2's generative classifier every this many epochs (the runner's "
+                   "option of the same name)")
     p.add_argument("--data-dir")
     p.add_argument("--out", type=Path, default=Path("results/m1m2-released-m1"))
     args = p.parse_args(argv)
@@ -126,7 +129,8 @@ def main(argv=None) -> None:
                            z_kl_start=args.z_kl_start, z_kl_epochs=args.z_kl_epochs,
                            init_sd=args.init_sd, elbo=args.elbo,
                            weight_prior=args.weight_prior, train_size=args.train_size,
-                           test_size=args.test_size, data_dir=args.data_dir, device="cpu")
+                           test_size=args.test_size, diagnostics_every=args.diagnostics_every,
+                           data_dir=args.data_dir, device="cpu")
     experiment = ReleasedM1Experiment(cfg, args.out, encoder)
     unlabelled = experiment.semi_data(args.labels, args.seed).unlabelled.x[:1000]
     encoder.keep_varying(unlabelled)

@@ -226,6 +226,30 @@ def test_tiny_experiment_writes_table_plot_and_resumes(fashion_dir, tmp_path, mo
 
 
 @pytest.mark.data
+def test_diagnostics_every_few_epochs_leave_the_training_as_it_was(fashion_dir, tmp_path):
+    """M2's generative classifier draws z; it draws from a forked random state, so measuring
+    it every epoch or every second one trains the same model."""
+    cfg = dict(data_dir=str(fashion_dir), labels=[20], seeds=1, epochs=3, methods=["m2"])
+    rows = {}
+    for every in (1, 2):
+        out = tmp_path / f"every{every}"
+        Experiment(tiny(diagnostics_every=every, **cfg), out, progress=False).run_all()
+        rows[every] = [json.loads(line) for line in
+                       (out / "runs" / "m2-n20-seed0" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows[2] if "valid_generative_accuracy" in r] == [2, 3]  # and the last
+    assert all("valid_generative_accuracy" in r for r in rows[1])
+    for key in ("train_objective", "valid_accuracy"):
+        assert [r[key] for r in rows[1]] == [r[key] for r in rows[2]]
+    assert [r["valid_generative_accuracy"] for r in rows[1][1:]] == \
+        [r["valid_generative_accuracy"] for r in rows[2][1:]]
+    # a folder goes on with another value: it reports, it does not change what is computed
+    Experiment(tiny(diagnostics_every=3, **cfg | {"epochs": 4}), tmp_path / "every2",
+               progress=False).run_all()
+    with pytest.raises(ConfigError, match="--diagnostics-every must be >= 1"):
+        tiny(diagnostics_every=0, **cfg).check()
+
+
+@pytest.mark.data
 def test_more_seeds_extend_a_results_folder_without_rerunning_its_runs(fashion_dir, tmp_path):
     out = tmp_path / "ss"
     cfg = dict(data_dir=str(fashion_dir), labels=[20], epochs=1, methods=["baseline"])

@@ -63,8 +63,9 @@ M1_ARCHITECTURE = {"z_dim": 50, "hidden_sizes": (600, 600), "activation": "softp
 # restarted with more (or fewer) of them, e.g. --seeds 5 after --seeds 3 adds seeds 3 and 4
 # (--epochs may grow too: see Experiment.claim_folder)
 GRID = ("labels", "seeds", "methods")
-# settings that say where the data is and where the runs execute, not what they compute
-NEUTRAL = ("data_dir", "device")
+# settings that say where the data is, where the runs execute and what they report, not what
+# they compute
+NEUTRAL = ("data_dir", "device", "diagnostics_every")
 
 # settings added since a results folder may have been written, with the value that reproduces
 # what its runs did (a missing key never takes a newer default that did not run)
@@ -111,6 +112,10 @@ class ExperimentConfig:
     train_size: int | None = None
     test_size: int | None = None
     validation_size: int = 10000
+    # every how many epochs a method's diagnostics (M2's generative classifier on the
+    # validation set) are measured, and always at the last; they draw from a forked random
+    # state, so the training is the same whichever is chosen
+    diagnostics_every: int = 1
     data_dir: str | None = None
     device: str = "auto"
 
@@ -119,7 +124,7 @@ class ExperimentConfig:
             if m not in METHODS:
                 raise ConfigError(f"--methods: unknown method {m!r}; valid methods: "
                                   f"{', '.join(METHODS.names())}")
-        for key in ("seeds", "epochs", "batch_size"):
+        for key in ("seeds", "epochs", "batch_size", "diagnostics_every"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"--{key.replace('_', '-')} must be >= 1")
         if not self.labels:
@@ -344,7 +349,9 @@ class Experiment:
             row["seconds"] = time.perf_counter() - t0
             state["seconds"] += row["seconds"]
             row["valid_accuracy"] = accuracy(method.classify, data.valid)
-            row |= method.diagnostics()
+            if epoch % self.cfg.diagnostics_every == 0 or epoch == self.cfg.epochs:
+                with torch.random.fork_rng():  # training's random stream never sees them
+                    row |= method.diagnostics()
             if row["valid_accuracy"] > state["best_valid"]:
                 state |= {"best_valid": row["valid_accuracy"], "best_epoch": epoch,
                           "test_at_best": accuracy(method.classify, data.test)}
