@@ -17,8 +17,12 @@ adopts a new share at its next :func:`apply` (once per training step or evaluati
 ``torch.set_num_threads`` acts on the calling thread's OpenMP team, so only the thread that
 computes may call it. When the other process ends, the share grows back.
 
-It stays off where the user chose the threads (``OMP_NUM_THREADS`` set, or
-``AEVB_THREAD_BUDGET=0``) and on a machine with one core. The thread count can change the
+A process whose threads the user fixed (``OMP_NUM_THREADS``, or ``torch.set_num_threads``
+before aevb starts computing) keeps them, and registers them as taken (``fixed``): the others
+share the cores that are left, ``(threads - fixed) // processes``. A script that runs one
+thread per job beside a budgeted one no longer leaves it believing it has every core (a
+two-layer VAE ran 5x slower at two threads beside a one-thread M1+M2 job on two cores).
+Nothing registers with ``AEVB_THREAD_BUDGET=0`` or on a machine with one core. The thread count can change the
 last bits of a CPU result (the order of a product's partial sums): a run that must resume
 bit for bit beside other work fixes it with ``OMP_NUM_THREADS``.
 """
@@ -75,11 +79,14 @@ class ThreadBudget:
     :param Path folder: where processes register (default :func:`default_folder`).
     :param float interval: seconds between counts of the live processes.
     :param float idle: a process that has not computed for this long is not counted.
+    :param bool fixed: this process keeps its threads (the user's choice) and registers them as
+        taken from the others' cores, instead of taking a share.
     """
 
     def __init__(self, cores: int | None = None, folder: Path | None = None,
-                 interval: float = 1.0, idle: float = 10.0):
+                 interval: float = 1.0, idle: float = 10.0, fixed: bool = False):
         self.cores = cores or torch.get_num_threads()
+        self.fixed = fixed
         self.folder = folder or default_folder()
         self.interval, self.idle = interval, idle
         self._beat = 0.0
@@ -99,37 +106,57 @@ class ThreadBudget:
             return False
         return _cores() > 1 and torch.get_num_threads() > 1
 
-    def processes(self) -> int:
-        """The live registered processes (this one included); stale files are removed."""
-        count = 0
+    @staticmethod
+    def registers_fixed() -> bool:
+        """Whether a process that is not :meth:`wanted` registers its fixed threads: budgeting
+        is not switched off, and there is more than one core."""
+        return os.environ.get("AEVB_THREAD_BUDGET", "1") != "0" and _cores() > 1
+
+    def census(self) -> tuple[int, int]:
+        """The live registered processes that share (this one included) and the threads that
+        the others fixed; stale files are removed."""
+        sharing, fixed = 0, 0
         for entry in self.folder.glob("*"):
             try:
                 pid = int(entry.name)
             except ValueError:
                 continue
             try:
-                started = entry.read_text().strip()
+                started, *taken = entry.read_text().split("\n")
             except OSError:
                 continue
             if pid == os.getpid():
-                count += 1
-            elif _alive(pid, started):
+                sharing += not self.fixed
+            elif _alive(pid, started.strip()):
                 with contextlib.suppress(FileNotFoundError):
-                    count += time.time() - entry.stat().st_mtime < self.idle
+                    if time.time() - entry.stat().st_mtime < self.idle:
+                        threads = taken[0].strip() if taken else ""
+                        if threads.isdigit():
+                            fixed += int(threads)
+                        else:
+                            sharing += 1
             else:
                 with contextlib.suppress(FileNotFoundError):
                     entry.unlink()
-        return max(count, 1)
+        return max(sharing, 1), fixed
+
+    def processes(self) -> int:
+        """The live registered processes that share the cores (this one included)."""
+        return self.census()[0]
 
     def count(self) -> int:
         """Recount the processes and set :attr:`share`; returns it."""
-        self.share = max(1, self.cores // self.processes())
+        sharing, fixed = self.census()
+        self.share = max(1, (self.cores - fixed) // sharing)
         return self.share
 
     def start(self) -> ThreadBudget:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._file = self.folder / str(os.getpid())
-        self._file.write_text(_started(os.getpid()))
+        taken = f"\n{torch.get_num_threads()}" if self.fixed else ""
+        self._file.write_text(_started(os.getpid()) + taken)
+        if self.fixed:  # it says it computes; it never recounts nor changes its threads
+            return self
         self.count()
         self.apply()
         self._thread = threading.Thread(target=self._watch, name="aevb-thread-budget",
@@ -151,7 +178,7 @@ class ThreadBudget:
             with contextlib.suppress(OSError):
                 os.utime(self._file)
         share = self.share
-        if share != self._applied:
+        if not self.fixed and share != self._applied:
             torch.set_num_threads(share)
             self._applied = share
         return share
@@ -168,14 +195,21 @@ _BUDGET: ThreadBudget | None = None
 
 
 def share_threads() -> None:
-    """Start this process's :class:`ThreadBudget` once (where :meth:`ThreadBudget.wanted`);
-    the trainer and the evaluation call it when they begin."""
+    """Start this process's :class:`ThreadBudget` once: a share where
+    :meth:`ThreadBudget.wanted`, else (:meth:`ThreadBudget.registers_fixed`) the registration
+    of the threads the user fixed. The trainer and the evaluation call it when they begin."""
     global _BUDGET
-    if _BUDGET is None and ThreadBudget.wanted():
-        import atexit
-
+    if _BUDGET is not None:
+        return
+    if ThreadBudget.wanted():
         _BUDGET = ThreadBudget().start()
-        atexit.register(_BUDGET.stop)
+    elif ThreadBudget.registers_fixed():
+        _BUDGET = ThreadBudget(fixed=True).start()
+    else:
+        return
+    import atexit
+
+    atexit.register(_BUDGET.stop)
 
 
 def apply_share() -> None:

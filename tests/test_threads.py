@@ -104,3 +104,51 @@ def test_a_process_that_stopped_computing_takes_no_share(tmp_path, other_process
     finally:
         budget.stop()
         torch.set_num_threads(threads)
+
+
+def test_threads_a_process_fixed_are_taken_from_the_others_share(tmp_path, other_process):
+    """A one-thread job (its threads set by the user) beside a budgeted one on 2 cores: the
+    budgeted one takes the core that is left, not both; when the job ends, both again."""
+    folder = tmp_path / "processes"
+    threads = torch.get_num_threads()
+    budget = ThreadBudget(cores=2, folder=folder, interval=3600).start()
+    try:
+        register(folder, other_process.pid, _started(other_process.pid) + "\n1")
+        assert budget.census() == (1, 1) and budget.count() == 1
+        other_process.kill()
+        other_process.wait()
+        assert budget.count() == 2
+    finally:
+        budget.stop()
+        torch.set_num_threads(threads)
+
+
+def test_a_process_with_fixed_threads_registers_them_and_keeps_them(tmp_path, monkeypatch):
+    import aevb.inference.threads as threads_module
+
+    folder = tmp_path / "processes"
+    threads = torch.get_num_threads()
+    monkeypatch.delenv("AEVB_THREAD_BUDGET", raising=False)
+    monkeypatch.setattr(threads_module, "_cores", lambda: 4)
+    monkeypatch.setattr(threads_module, "default_folder", lambda: folder)
+    monkeypatch.setattr(threads_module, "_BUDGET", None)
+    try:
+        torch.set_num_threads(1)  # the user's choice, made in Python
+        threads_module.share_threads()
+        mine = folder / str(__import__("os").getpid())
+        assert mine.read_text().split("\n")[1] == "1"
+        sharer = subprocess.run(  # another aevb process, on 4 cores, counts it
+            [sys.executable, "-c", "import sys; from pathlib import Path; "
+             "from aevb.inference.threads import ThreadBudget; "
+             "b = ThreadBudget(cores=4, folder=Path(sys.argv[1])); print(b.census(), b.count())",
+             str(folder)], capture_output=True, text=True, check=True, timeout=120).stdout
+        assert sharer.split() == ["(1,", "1)", "3"]  # the 3 cores left
+        assert threads_module.apply_share() is None and torch.get_num_threads() == 1
+        threads_module.stop_sharing()
+        assert not mine.exists()
+        monkeypatch.setenv("AEVB_THREAD_BUDGET", "0")  # switched off: nothing registers
+        threads_module.share_threads()
+        assert threads_module._BUDGET is None and not any(folder.iterdir())
+    finally:
+        threads_module.stop_sharing()
+        torch.set_num_threads(threads)
