@@ -21,10 +21,11 @@ A process whose threads the user fixed (``OMP_NUM_THREADS``, or ``torch.set_num_
 before aevb starts computing) keeps them, and registers them as taken (``fixed``): the others
 share the cores that are left, ``(threads - fixed) // processes``. A script that runs one
 thread per job beside a budgeted one no longer leaves it believing it has every core (a
-two-layer VAE ran 5x slower at two threads beside a one-thread M1+M2 job on two cores).
-Nothing registers with ``AEVB_THREAD_BUDGET=0`` or on a machine with one core. The thread count can change the
-last bits of a CPU result (the order of a product's partial sums): a run that must resume
-bit for bit beside other work fixes it with ``OMP_NUM_THREADS``.
+two-layer VAE ran 4.3x slower at two threads beside a one-thread M1+M2 job on two cores,
+``docs/performance.md``). Nothing registers with ``AEVB_THREAD_BUDGET=0`` or on a machine
+with one core. The thread count can change the last bits of a CPU result (the order of a
+product's partial sums): a run that must resume bit for bit beside other work fixes it with
+``OMP_NUM_THREADS``.
 """
 
 from __future__ import annotations
