@@ -48,7 +48,10 @@ def at_budget(folder: Path, epochs: int) -> list[dict]:
         raise SystemExit(f"{folder}: no runs/ folder; give a semi-supervised results folder")
     runs = []
     for run_dir in sorted((folder / "runs").iterdir()):
-        method, labels, seed = run_dir.name.split("-")
+        try:
+            method, labels, seed = run_dir.name.split("-")
+        except ValueError:  # not a run of the runner (METHOD-nLABELS-seedSEED)
+            continue
         rows = MetricsLog(run_dir, tensorboard=False).rows()
         trained = rows[-1]["epoch"] if rows else 0
         best = best_within(rows, epochs, saved_state(run_dir)) if trained >= epochs else None
