@@ -54,7 +54,9 @@ def at_budget(folder: Path, epochs: int) -> list[dict]:
             continue
         rows = MetricsLog(run_dir, tensorboard=False).rows()
         trained = rows[-1]["epoch"] if rows else 0
-        best = best_within(rows, epochs, saved_state(run_dir)) if trained >= epochs else None
+        best = best_within(rows, epochs) if trained >= epochs else None
+        if best is not None and best["test_accuracy"] is None:  # a row from before it was kept
+            best = best_within(rows, epochs, saved_state(run_dir))
         runs.append({"method": method, "labels": int(labels[1:]), "seed": int(seed[4:]),
                      "trained": trained, "best": best})
     return runs
