@@ -30,7 +30,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoo import run_settings, write_results  # the sibling script's shared settings and files
+# the sibling script's shared options, settings and files
+from zoo import add_row_arguments, chosen_rows, run_settings, write_results
 
 from aevb.sweeps import TrainTask, metrics_rows
 
@@ -139,29 +140,18 @@ def write_table(results: list[dict], args) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", default="vae1,iwae1_k5",
-                        help=f"comma-separated rows out of {','.join(ROW_KEYS)}")
+    add_row_arguments(parser, ROW_KEYS, ["vae1", "iwae1_k5"])
     parser.add_argument("--stages", type=int, default=8,
                         help="stages of the schedule (8 = the paper's 3280 passes)")
-    parser.add_argument("--samples", type=int, default=5000, help="k of the IS log-likelihood")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "burda",
                         help="results folder (default: benchmarks/results/burda, tracked by "
                              "git with its newest checkpoints, so the next sitting resumes)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files")
-    parser.add_argument("--train-size", type=int, default=None, help="smoke tests only")
-    parser.add_argument("--test-size", type=int, default=None, help="smoke tests only")
     parser.add_argument("--table", action="store_true", help="only write the table")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
-    chosen = [k.strip() for k in args.rows.split(",") if k.strip()]
-    unknown = sorted(set(chosen) - set(ROW_KEYS))
-    if unknown:
-        parser.error(f"unknown rows {', '.join(unknown)}; rows: {', '.join(ROW_KEYS)}")
+    rows = chosen_rows(parser, args, ROWS)
     if not 1 <= args.stages <= 8:
         parser.error("--stages: 1 to 8 (the paper's schedule has eight stages)")
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = [r for r in ROWS if r.key in chosen]
     def table() -> str:
         return write_table([row_figures(r, args.out, s) for r, s in table_rows(rows, args)],
                            args)

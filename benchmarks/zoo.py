@@ -74,6 +74,32 @@ ROWS = [
 ROW_KEYS = [r.key for r in ROWS]
 
 
+def add_row_arguments(parser: argparse.ArgumentParser, row_keys: list[str],
+                      default_rows: list[str]) -> None:
+    """The command-line options of a benchmark table that :func:`run_settings` and
+    :func:`chosen_rows` read: ``--rows``, ``--samples``, ``--device``, ``--data-dir``,
+    ``--train-size``, ``--test-size`` and ``--no-progress``."""
+    parser.add_argument("--rows", default=",".join(default_rows),
+                        help=f"comma-separated rows out of {','.join(row_keys)}")
+    parser.add_argument("--samples", type=int, default=5000, help="k of the IS log-likelihood")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-dir", default=None, help="folder with the dataset's files")
+    parser.add_argument("--train-size", type=int, default=None, help="smoke tests only")
+    parser.add_argument("--test-size", type=int, default=None, help="smoke tests only")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def chosen_rows(parser: argparse.ArgumentParser, args, rows: list) -> list:
+    """The rows of ``rows`` (objects with a ``key``) named by ``--rows``, in table order; an
+    unknown name is a usage error that lists the known ones."""
+    keys = [r.key for r in rows]
+    chosen = [k.strip() for k in args.rows.split(",") if k.strip()]
+    unknown = sorted(set(chosen) - set(keys))
+    if unknown:
+        parser.error(f"unknown rows {', '.join(unknown)}; rows: {', '.join(keys)}")
+    return [r for r in rows if r.key in chosen]
+
+
 def run_settings(args) -> list[str]:
     """The overrides every row of a benchmark table shares: evaluation, device, seed, progress
     and the data options of the command line (``--data-dir``, ``--train-size``, ``--test-size``)."""
@@ -161,22 +187,11 @@ def write_table(results: list[dict], out: Path, args) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", default=",".join(ROW_KEYS),
-                        help=f"comma-separated rows out of {','.join(ROW_KEYS)}")
+    add_row_arguments(parser, ROW_KEYS, ROW_KEYS)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--samples", type=int, default=5000, help="k of the IS log-likelihood")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "zoo")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--train-size", type=int, default=None, help="smoke tests only")
-    parser.add_argument("--test-size", type=int, default=None, help="smoke tests only")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
-    chosen = [k.strip() for k in args.rows.split(",") if k.strip()]
-    unknown = sorted(set(chosen) - set(ROW_KEYS))
-    if unknown:
-        parser.error(f"unknown rows {', '.join(unknown)}; rows: {', '.join(ROW_KEYS)}")
-    rows = [r for r in ROWS if r.key in chosen]
+    rows = chosen_rows(parser, args, ROWS)
     from aevb.inference.errors import AevbError
     from aevb.sweeps import Local, execute
 
