@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 
 
@@ -22,3 +23,15 @@ def alternate(trials: dict[str, Callable[[], float]], rounds: int, ratio: tuple[
             times[name].append(trials[name]())
         ratios.append(times[ratio[0]][-1] / times[ratio[1]][-1])
     return times, ratios
+
+
+def table(times: dict[str, list[float]], ratios: list[float], columns: tuple[str, str],
+          ratio_label: str) -> str:
+    """The Markdown table of :func:`alternate`'s results, ``columns`` naming the trial and its
+    unit (each row the median over rounds), and a last line with ``ratio_label`` and the median
+    of the within-round ratios, then every round's ratio."""
+    lines = [f"| {columns[0]} | {columns[1]} |", "|---|---|"]
+    lines += [f"| {name} | {statistics.median(values):.1f} |" for name, values in times.items()]
+    lines.append(f"{ratio_label} (median within-round ratio): {statistics.median(ratios):.2f}x "
+                 f"(rounds: {', '.join(f'{v:.2f}' for v in ratios)})")
+    return "\n".join(lines)

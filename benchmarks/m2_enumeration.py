@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
-import statistics
 import time
 from contextlib import nullcontext
 from pathlib import Path
 from unittest import mock
 
 import torch
-from _rounds import alternate
+from _rounds import alternate, table
 
 from aevb.experiments.semisupervised import Experiment, ExperimentConfig
 from aevb.inference.semisupervised import METHODS, Settings, paired_batches
@@ -95,11 +94,7 @@ def main(argv=None) -> None:
     print(f"M2 training step, batch {a.batch_size} unlabelled + {a.batch_size} labelled, "
           f"{torch.get_num_threads()} threads on {a.device}, median of {a.rounds} rounds x "
           f"{a.steps} steps")
-    print("| loop | ms/step |\n|---|---|")
-    for loop in loops:
-        print(f"| {loop} | {statistics.median(times[loop]):.1f} |")
-    print(f"speed-up (reference / concat-linear, median within-round ratio): "
-          f"{statistics.median(ratios):.2f}x")
+    print(table(times, ratios, ("loop", "ms/step"), "speed-up reference / concat-linear"))
 
 
 if __name__ == "__main__":

@@ -34,13 +34,12 @@ import argparse
 import copy
 import itertools
 import math
-import statistics
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _rounds import alternate
+from _rounds import alternate, table
 from torch import nn
 
 from aevb.experiments.semisupervised import Experiment, ExperimentConfig
@@ -200,12 +199,7 @@ def main(argv=None) -> None:
     print(f"M2 training step on {a.dataset}, batch {a.batch_size} unlabelled + {a.batch_size} "
           f"labelled, {torch.get_num_threads()} threads on {a.device}, median of {a.rounds} "
           f"rounds x {a.steps} steps")
-    print("| loop | ms/step |\n|---|---|")
-    for name in names:
-        print(f"| {name} | {statistics.median(times[name]):.1f} |")
-    print(f"ratio aevb / hand-written (median within-round ratio): "
-          f"{statistics.median(ratios):.2f}x (rounds: "
-          f"{', '.join(f'{v:.2f}' for v in ratios)})")
+    print(table(times, ratios, ("loop", "ms/step"), "ratio aevb / hand-written"))
     if a.eval_k:
         compare_evaluation(module, hand, data.test, a)
 
@@ -249,11 +243,7 @@ def compare_evaluation(module, hand: HandWrittenM2, test, a) -> None:
     rates, ratios = alternate(trials, a.eval_rounds, (names[1], names[0]))
     print(f"M2 log p(x), k={a.eval_k} in chunks of {chunk}, batches of {batch_size} images, "
           f"{torch.get_num_threads()} threads on {a.device}, median of {a.eval_rounds} rounds")
-    print("| evaluation | images/s |\n|---|---|")
-    for name in names:
-        print(f"| {name} | {statistics.median(rates[name]):.1f} |")
-    print(f"ratio of times aevb / hand-written (median within-round ratio): "
-          f"{statistics.median(ratios):.2f}x (rounds: {', '.join(f'{v:.2f}' for v in ratios)})")
+    print(table(rates, ratios, ("evaluation", "images/s"), "ratio of times aevb / hand-written"))
 
 
 if __name__ == "__main__":
