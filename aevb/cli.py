@@ -26,6 +26,7 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
+from aevb.configs import names as shipped_names
 from aevb.inference.errors import AevbError
 
 
@@ -456,9 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model (or --resume a run)")
     t.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. elbo=iwae")
     t.add_argument("--config", help="YAML config: a path, or the name of a shipped one "
-                   "(vae_fashion, vae_fashion_2d, frey_style_gaussian)")
-    t.add_argument("--spec", help="YAML model spec: a path, or the name of a shipped one (vae, "
-                   "dlgm2, m2, cvae, gmvae, ...); sets model.name=spec")
+                   f"({', '.join(shipped_names('config'))})")
+    t.add_argument("--spec", help="YAML model spec: a path, or the name of a shipped one "
+                   f"({', '.join(shipped_names('spec'))}); sets model.name=spec")
     t.add_argument("--data", help="a dataset name (mnist, fashion-mnist, frey-face), an array "
                    "file (.npy/.npz/.pt) or a folder of images")
     t.add_argument("--trust-model-file", action="store_true",

@@ -516,8 +516,8 @@ def test_bad_train_input_is_one_line_and_leaves_nothing(capsys, data, tmp_path):
 
 
 @fault("bad options of the other commands (`evaluate --num-samples 0`, `--test-size 0`, `sample "
-       "-n 0`, `diagnose --batch-size 0`, `--estimators foo`, an estimator the model cannot "
-       "take): one line, exit 2, before the work")
+       "-n 0`, `diagnose gradients --batch-size 0`, `--estimators foo`, an estimator the model "
+       "cannot take): one line, exit 2, before the work")
 def test_bad_options_of_other_commands(capsys, data, tmp_path):
     run = tmp_path / "run"
     train(capsys, data, run)
