@@ -275,7 +275,7 @@ def _experiment(args) -> int:
         labelled_batches=args.labelled_batches, m1_epochs=args.m1_epochs,
         z_kl_start=args.z_kl_start, z_kl_epochs=args.z_kl_epochs,
         weight_prior=args.weight_prior, init_sd=args.init_sd, elbo=args.elbo,
-        binarization=args.binarization, classify_from=args.classify_from,
+        y_balance=args.y_balance, binarization=args.binarization, classify_from=args.classify_from,
         train_size=args.train_size, test_size=args.test_size,
         diagnostics_every=args.diagnostics_every, data_dir=args.data_dir,
         device=args.device or "auto")
@@ -579,6 +579,10 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--weight-prior", type=fraction_or_more, default=0.0, metavar="LAMBDA",
                     help="an N(0, I/LAMBDA) prior on every parameter of each method (Kingma et "
                     "al.'s code: 1; default 0, none)")
+    ss.add_argument("--y-balance", type=fraction_or_more, default=0.0, metavar="WEIGHT",
+                    help="M2: subtract WEIGHT * KL(mean q(y|x) || p(y)) per unlabelled image, "
+                    "the batch's mean, so that no class's decoder takes over another's images "
+                    "(default 0: the paper's objective)")
     ss.add_argument("--init-sd", type=_positive_float, help="draw every parameter from N(0, "
                     "INIT_SD^2) (Kingma et al.'s code: 1e-3; default torch's initialization)")
     ss.add_argument("--elbo", default="elbo", choices=["elbo", "meanfield"],

@@ -18,40 +18,31 @@ so the figures are "after the last epoch", a different selection from the runner
 from __future__ import annotations
 
 import argparse
-import json
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from aevb.experiments.semisupervised import Experiment, ExperimentConfig
+from aevb.experiments.semisupervised import Experiment
 from aevb.inference.semisupervised import METHODS, accuracy
-from aevb.inference.training.checkpoint import latest_checkpoint, load_checkpoint, restore
 
 
 def rescore(folder: Path, data_dir: str | None = None) -> list[dict]:
     """Test accuracy of each pixel-space run's newest checkpoint on the once-binarized and on
     the grey-level test images."""
-    saved = json.loads((folder / "experiment.json").read_text())
-    cfg = ExperimentConfig(**saved)
-    if data_dir is not None:
-        cfg.data_dir = data_dir
-    if cfg.binarization != "dynamic":
-        raise SystemExit(f"{folder}: binarization {cfg.binarization!r}; only dynamically "
-                         "binarized runs have grey levels apart from their test images")
+    experiment = Experiment.from_folder(folder, data_dir, classify_from="grayscale")
+    if experiment.cfg.binarization != "dynamic":
+        raise SystemExit(f"{folder}: binarization {experiment.cfg.binarization!r}; only "
+                         "dynamically binarized runs have grey levels apart from their test "
+                         "images")
     # one experiment (the data loaded once): its splits hold the once-binarized test images,
     # and it classifies grey levels
-    experiment = Experiment(replace(cfg, classify_from="grayscale"), folder, progress=False)
     binarized_test, grey_test = experiment.data().test, experiment.classified()[1]
     rows = []
     for run_dir in sorted((folder / "runs").iterdir()):
         method_name, labels, seed = run_dir.name.split("-")
         if METHODS.get(method_name).on_m1_features or not (run_dir / "checkpoints").is_dir():
             continue
-        labels, seed = int(labels[1:]), int(seed[4:])
-        method = experiment.method(method_name, labels, seed)
-        payload = load_checkpoint(latest_checkpoint(run_dir), map_location=experiment.device)
-        epoch = restore(payload, method.module, method.optimizer)
+        method, epoch = experiment.trained(method_name, int(labels[1:]), int(seed[4:]))
         row = {"run": run_dir.name, "epoch": epoch,
                "binarized": accuracy(method.classify, binarized_test),
                "grayscale": accuracy(method.classify, grey_test)}

@@ -48,7 +48,7 @@ def test_every_benchmark_is_listed():
     scripts = {p.name for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_")}
     assert scripts == set(SMOKE_ARGS) | {"m2_pyro_example.py", "classify_from.py",
                                          "at_budget.py", "m1m2_released_m1.py",
-                                         "m1m2_reference.py"}, \
+                                         "m1m2_reference.py", "confusion.py"}, \
         "add the new benchmark to SMOKE_ARGS"
 
 
@@ -120,6 +120,31 @@ def test_classify_from_rescores_every_pixel_space_run_both_ways(fashion_dir, tmp
     # its once-binarized figure is the runner's own score of the same checkpoint
     result = json.loads((out / "runs" / "baseline-n20-seed0" / "result.json").read_text())
     assert rows[0].split(" | ")[2] == f"{100 * result['final_test_accuracy']:.2f}%"
+    assert before == sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file())
+
+
+@pytest.mark.data
+def test_confusion_prints_each_runs_matrices_from_its_newest_checkpoint(fashion_dir, tmp_path):
+    from aevb.experiments.semisupervised import Experiment, ExperimentConfig
+
+    out = tmp_path / "ss"
+    Experiment(ExperimentConfig(labels=[20], seeds=1, epochs=1, methods=["m2", "baseline"],
+                                train_size=300, test_size=100, batch_size=64, device="cpu",
+                                data_dir=str(fashion_dir)), out, progress=False).run_all()
+    before = sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file())
+    text = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "confusion.py"), str(out)], cwd=ROOT,
+        capture_output=True, text=True, timeout=600, check=True).stdout
+    sections = {part.split(",")[0]: part for part in text.split("\n## ")[1:]}
+    assert sorted(sections) == ["baseline-n20-seed0", "m2-n20-seed0"]
+    for name, part in sections.items():
+        result = json.loads((out / "runs" / name / "result.json").read_text())
+        # one epoch: the newest checkpoint is the best epoch's, whose matrix the runner kept
+        matrix = [[int(v) for v in line.strip(" |").split(" | ")[1:]] for line in part.splitlines()
+                  if line.startswith("| **")][:10]
+        assert matrix == result["test_confusion"] and sum(map(sum, matrix)) == 100
+        assert f"q(y|x): accuracy {100 * result['final_test_accuracy']:.2f}%" in part
+        assert ("generative: accuracy" in part) == name.startswith("m2")
     assert before == sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file())
 
 

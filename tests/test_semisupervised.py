@@ -17,6 +17,8 @@ from aevb.inference.semisupervised import (
     Method,
     SemiData,
     Settings,
+    accuracy,
+    confusion,
     label_split,
     m1_features,
     m2_spec,
@@ -143,6 +145,20 @@ def test_balanced_labelled_weight_scales_labelled_batches_as_the_unlabelled_set(
         assert aux * num_data == pytest.approx(0.1 * 60)  # alpha * N per labelled mean
     with pytest.raises(ConfigError, match="--labelled-weight 'heavy'"):
         Method(data, Settings(labelled_weight="heavy"))
+
+
+def test_confusion_counts_true_class_by_predicted_class_across_batches():
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 2])
+    predicted = torch.tensor([0, 1, 1, 1, 0, 2, 2])
+    x = torch.arange(7.0).view(7, 1)  # each image's index: the classifier looks its answer up
+    split = Split(x, y)
+
+    def classify(x):
+        return torch.nn.functional.one_hot(predicted[x.view(-1).long()], 3).float()
+
+    expected = torch.tensor([[1, 1, 0], [0, 2, 0], [1, 0, 2]])
+    assert torch.equal(confusion(classify, split, batch_size=3), expected)  # 3 batches summed
+    assert accuracy(classify, split, batch_size=2) == 5 / 7
 
 
 def test_interval_is_the_student_t_interval_over_seeds():
@@ -292,6 +308,8 @@ def test_more_epochs_continue_finished_runs_from_their_last_checkpoint(fashion_d
         assert best_within(rows, 3) == {"epoch": result["best_epoch"],
                                         "valid_accuracy": result["valid_accuracy"],
                                         "test_accuracy": result["test_accuracy"]}
+        counts = torch.tensor(result["test_confusion"])  # kept across the resume too
+        assert int(counts.trace()) / int(counts.sum()) == result["test_accuracy"]
     assert m1.stat().st_mtime_ns == m1_before  # M1 keeps the epochs it was trained with
     saved = json.loads((out / "experiment.json").read_text())
     assert saved["epochs"] == 3 and saved["m1_epochs"] == 1
@@ -386,6 +404,32 @@ def test_m2_z_kl_weight_scales_the_z_term_and_nothing_else():
     assert loss(2.0, labelled) - loss(1.0, labelled) == pytest.approx(scale * log_ratio, rel=1e-3)
     with pytest.raises(ConfigError, match="--z-kl-start 0.0"):
         METHODS.get("m2")(data, Settings(z_kl_start=0.0, z_kl_epochs=1))
+
+
+def test_m2_class_balance_adds_its_weight_times_n_kl_of_the_batch_mean_to_unlabelled_loss():
+    """``y_balance`` = b: an unlabelled batch's loss grows by b N KL(q̄(y) || uniform), q̄ the
+    batch's mean of q(y|x), computed here from the classifier; labelled batches are untouched."""
+    data = small_semi_data()
+    plain = METHODS.get("m2")(data, Settings())
+    balanced = METHODS.get("m2")(data, Settings(y_balance=2.0))
+    balanced.module.load_state_dict(plain.module.state_dict())
+    labelled = next(balanced.labelled_stream)
+    unlabelled = Batch(data.unlabelled.x[:8], None, torch.arange(8), len(data.unlabelled))
+
+    def loss(method, batch):
+        torch.manual_seed(2)
+        objective = method.optimizer.objective
+        return float(objective.differentiable_loss(method.module.model, method.module.guide,
+                                                   batch).detach())
+
+    q_bar = plain.classify(unlabelled.x).softmax(-1).mean(0).detach()
+    kl = float((q_bar * (q_bar * 10).log()).sum())
+    assert kl > 0
+    gap = loss(balanced, unlabelled) - loss(plain, unlabelled)  # float32 losses of ~1e4
+    assert gap == pytest.approx(2.0 * len(data.unlabelled) * kl, rel=1e-3)
+    assert loss(balanced, labelled) == loss(plain, labelled)
+    with pytest.raises(ConfigError, match="--y-balance -1.0"):
+        METHODS.get("m2")(data, Settings(y_balance=-1.0))
 
 
 def test_m2_with_the_closed_form_kl_weights_that_kl_and_trains():

@@ -279,6 +279,9 @@ ERRORS = {
     "enumerate a normal": (edit("latents.z.posterior.enumerate", True),
                            r"latents\.z\.posterior\.enumerate: normal variables cannot be "
                            r"enumerated"),
+    "balance a latent": (edit("latents.z.posterior.balance_weight", 1.0),
+                         r"latents\.z\.posterior\.balance_weight: needs a weight >= 0 on a "
+                         r"sometimes_observed categorical variable with a standard prior"),
 }
 
 

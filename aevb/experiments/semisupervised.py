@@ -32,6 +32,7 @@ from aevb.inference.semisupervised import (
     SemiData,
     Settings,
     accuracy,
+    confusion,
     label_split,
     m1_features,
     subset,
@@ -70,7 +71,7 @@ NEUTRAL = ("data_dir", "device", "diagnostics_every")
 # settings added since a results folder may have been written, with the value that reproduces
 # what its runs did (a missing key never takes a newer default that did not run)
 BEFORE_ADDED = {"z_kl_start": 1.0, "z_kl_epochs": 0.0, "classify_from": "binarized",
-                "elbo": "elbo"}
+                "elbo": "elbo", "y_balance": 0.0}
 
 # What q(y|x) classifies under dynamic binarization (with static or no binarization the
 # validation and test splits are classified as they are, whichever is chosen):
@@ -105,6 +106,7 @@ class ExperimentConfig:
     weight_prior: float = 0.0  # λ of an N(0, I/λ) prior on every parameter (inference.weight_decay)
     init_sd: float | None = None  # parameters drawn from N(0, init_sd²) (None: torch's init)
     elbo: str = "elbo"  # M2's estimator (inference.semisupervised.M2_ELBOS)
+    y_balance: float = 0.0  # M2's class-balance weight (inference.semisupervised.Settings)
     binarization: str = "dynamic"
     # see CLASSIFY_FROM; None: "grayscale" in a new results folder, the folder's own in an
     # existing one (so that a folder's command resumes it unchanged)
@@ -131,6 +133,8 @@ class ExperimentConfig:
             raise ConfigError("--labels: give at least one label count, e.g. 100,1000")
         if self.weight_prior < 0:
             raise ConfigError(f"--weight-prior {self.weight_prior}: give λ >= 0 (0: no prior)")
+        if self.y_balance < 0:
+            raise ConfigError(f"--y-balance {self.y_balance}: give a weight >= 0 (0: none)")
         if self.init_sd is not None and self.init_sd <= 0:
             raise ConfigError(f"--init-sd {self.init_sd}: give a standard deviation > 0")
         if self.elbo not in M2_ELBOS:
@@ -230,11 +234,27 @@ class Experiment:
         self._grey = None
 
     # -- the folder -------------------------------------------------------------------------------
+    @staticmethod
+    def saved_settings(out: Path) -> dict:
+        """The settings in ``out/experiment.json``; settings added since the folder was written
+        take the values its runs ran with (:data:`BEFORE_ADDED`), or their defaults."""
+        saved = json.loads((Path(out) / "experiment.json").read_text())
+        return asdict(ExperimentConfig()) | BEFORE_ADDED | saved
+
+    @classmethod
+    def from_folder(cls, out: Path, data_dir: str | None = None, **changes) -> Experiment:
+        """The experiment of a results folder, to read its runs back (:meth:`trained`):
+        ``data_dir`` is where its dataset is on this machine (default: the folder's own);
+        ``changes`` override other settings, e.g. ``classify_from``."""
+        settings = cls.saved_settings(out) | changes
+        if data_dir is not None:
+            settings["data_dir"] = data_dir
+        return cls(ExperimentConfig(**settings), out, progress=False)
+
     def claim_folder(self) -> None:
         settings = self.out / "experiment.json"
         if settings.is_file():
-            # settings added since the folder was written take their defaults
-            saved = asdict(ExperimentConfig()) | BEFORE_ADDED | json.loads(settings.read_text())
+            saved = self.saved_settings(self.out)
             # M1's epochs are those its models were trained with, unless given
             saved["m1_epochs"] = saved["m1_epochs"] or saved["epochs"]
             if self.cfg.m1_epochs is None:
@@ -320,11 +340,22 @@ class Experiment:
         settings = Settings(self.cfg.batch_size, self.cfg.lr, self.cfg.alpha,
                             self.cfg.labelled_weight, self.cfg.labelled_batches,
                             self.cfg.z_kl_start, self.cfg.z_kl_epochs, self.cfg.weight_prior,
-                            self.cfg.init_sd, self.cfg.elbo)
+                            self.cfg.init_sd, self.cfg.elbo, self.cfg.y_balance)
         return METHODS.get(method_name)(data, settings)
 
+    def run_dir(self, method_name: str, labels: int, seed: int) -> Path:
+        return self.out / "runs" / f"{method_name}-n{labels}-seed{seed}"
+
+    def trained(self, method_name: str, labels: int, seed: int) -> tuple[Method, int]:
+        """The run's method as its newest checkpoint left it (only the newest is kept, so this
+        is its last trained epoch, not necessarily its best), and that epoch."""
+        method = self.method(method_name, labels, seed)
+        payload = load_checkpoint(latest_checkpoint(self.run_dir(method_name, labels, seed)),
+                                  map_location=self.device)
+        return method, restore(payload, method.module, method.optimizer)
+
     def run(self, method_name: str, labels: int, seed: int) -> dict:
-        run_dir = self.out / "runs" / f"{method_name}-n{labels}-seed{seed}"
+        run_dir = self.run_dir(method_name, labels, seed)
         result_path = run_dir / "result.json"
         if result_path.is_file():
             result = json.loads(result_path.read_text())
@@ -353,8 +384,10 @@ class Experiment:
                 with torch.random.fork_rng():  # training's random stream never sees them
                     row |= method.diagnostics()
             if row["valid_accuracy"] > state["best_valid"]:
+                counts = confusion(method.classify, data.test)
                 state |= {"best_valid": row["valid_accuracy"], "best_epoch": epoch,
-                          "test_at_best": accuracy(method.classify, data.test)}
+                          "test_at_best": int(counts.trace()) / int(counts.sum()),
+                          "test_confusion_at_best": counts.tolist()}
                 # the row of each new best holds its test accuracy: the selection at any
                 # shorter budget can be read back (:func:`best_within`)
                 row["test_accuracy"] = state["test_at_best"]
@@ -365,6 +398,9 @@ class Experiment:
             "test_accuracy": state["test_at_best"], "valid_accuracy": state["best_valid"],
             "best_epoch": state["best_epoch"], "final_test_accuracy": accuracy(method.classify,
                                                                                data.test),
+            # rows: true class, columns: argmax q(y|x), at the best validation epoch; absent
+            # for runs whose best epoch came before the runner recorded it
+            "test_confusion": state.get("test_confusion_at_best"),
             "epochs": self.cfg.epochs, "seconds_training": state["seconds"],
             "num_labelled": len(data.labelled), "num_unlabelled": len(data.unlabelled),
         }

@@ -66,6 +66,7 @@ class Conditional:
     network: str | None = None
     enumerate: bool = False
     aux_weight: float = 0.0
+    balance_weight: float = 0.0
 
 
 class _Compiler:
@@ -223,8 +224,14 @@ class _Compiler:
         if post.aux_weight and var.role != "sometimes":
             raise self.error(f"{path}.aux_weight", "applies to sometimes_observed variables only "
                                                    "(it needs observed values)")
+        if post.balance_weight < 0 or post.balance_weight and (
+                var.role != "sometimes" or var.vtype.name != "categorical"
+                or self.priors[var.name].network is not None):
+            raise self.error(f"{path}.balance_weight", "needs a weight >= 0 on a "
+                                                       "sometimes_observed categorical variable "
+                                                       "with a standard prior")
         return Conditional(family, list(post.inputs), post.network, bool(enumerate_),
-                           float(post.aux_weight))
+                           float(post.aux_weight), float(post.balance_weight))
 
     # -- graphs, networks, shapes --------------------------------------------------------------
     def order(self, which: str, nodes: list[str], conditionals: dict[str, Conditional]) -> list[str]:
@@ -402,7 +409,19 @@ class SpecModel(LatentVariableModel):
                     continue
                 infer = {"enumerate": "parallel"} if cond.enumerate else {}
                 fn = self._distribution(name, cond, values, batch.x)
+                if cond.balance_weight:
+                    self._balance(name, cond.balance_weight, fn, batch.x)
                 values[name] = pyro.sample(name, fn, infer=infer)
+
+    def _balance(self, name: str, weight: float, fn, like: torch.Tensor) -> None:
+        """``weight * KL(q̄ || p)`` per datapoint, q̄ the batch's mean of ``fn``'s class
+        probabilities and p the standard prior (:attr:`PosteriorSpec.balance_weight`)."""
+        q_bar = fn.probs.reshape(-1, fn.probs.shape[-1]).mean(0)
+        prior = self._distribution(name, self.priors[name], {}, like)
+        log_p = prior.logits.reshape(-1, q_bar.shape[-1])[0].log_softmax(-1)
+        kl = (q_bar * (q_bar.clamp_min(1e-12).log() - log_p)).sum()
+        # a guide factor enters the objective with a minus sign
+        pyro.factor(f"balance_{name}", weight * kl.expand(like.shape[:1]), has_rsample=True)
 
     # -- pictures and diagnostics ----------------------------------------------------------------
     def _posterior_means(self, x: torch.Tensor, y: torch.Tensor | None,

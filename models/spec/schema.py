@@ -74,6 +74,12 @@ class PosteriorSpec:
     :param aux_weight: sometimes-observed variables only: on batches that carry the value, add
         ``aux_weight * log q(v | inputs)`` per datapoint to the objective (the classification
         term of Kingma et al. 2014, eq. 9, with alpha = aux_weight * N_labelled).
+    :param balance_weight: sometimes-observed categorical variables with a standard prior
+        only: on batches without the value, subtract ``balance_weight * KL(q̄(v) || p(v))``
+        per datapoint from the objective, q̄(v) the batch's mean of q(v | inputs). The bound
+        lets one class's decoder take over the images of another, which q(v|x) then follows;
+        this term holds the classes' shares of the unlabelled data at p(v)'s (the marginal
+        entropy term of Springenberg 2016, CatGAN, eq. 7; Hu et al. 2017, IMSAT).
     """
 
     inputs: list[str] = field(default_factory=list)
@@ -81,6 +87,7 @@ class PosteriorSpec:
     family: str | None = None
     enumerate: bool | None = None
     aux_weight: float = 0.0
+    balance_weight: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)
 
 
