@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from aevb.experiments.semisupervised import Experiment
-from aevb.inference.semisupervised import M2, confusion, generative_classifier
+from aevb.inference.semisupervised import M2, accuracy_of, confusion, generative_classifier
 
 
 def shares(counts: torch.Tensor, floor: float) -> list[tuple[int, int, float]]:
@@ -60,7 +60,7 @@ def report(folder: Path, runs: list[str] | None, data_dir: str | None, floor: fl
             matrices["generative"] = confusion(generative_classifier(method.module), test)
         print(f"\n## {name}, epoch {epoch}\n")
         for which, counts in matrices.items():
-            accuracy = int(counts.trace()) / int(counts.sum())
+            accuracy = accuracy_of(counts)
             taken = ", ".join(f"{i}→{j} {100 * share:.1f}%"
                               for i, j, share in shares(counts, floor))
             print(f"{which}: accuracy {100 * accuracy:.2f}%; shares of a class given to "

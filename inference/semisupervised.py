@@ -175,10 +175,14 @@ def confusion(classify, split: Split, batch_size: int = 1000) -> torch.Tensor:
     return counts.view(classes, classes)
 
 
+def accuracy_of(counts: torch.Tensor) -> float:
+    """The accuracy a confusion matrix (:func:`confusion`) records."""
+    return int(counts.trace()) / int(counts.sum())
+
+
 def accuracy(classify, split: Split, batch_size: int = 1000) -> float:
     """The accuracy of ``classify`` (argmax q(y|x)) on a labelled split."""
-    counts = confusion(classify, split, batch_size)
-    return int(counts.trace()) / int(counts.sum())
+    return accuracy_of(confusion(classify, split, batch_size))
 
 
 # -- methods ----------------------------------------------------------------------------------

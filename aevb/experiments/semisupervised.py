@@ -32,6 +32,7 @@ from aevb.inference.semisupervised import (
     SemiData,
     Settings,
     accuracy,
+    accuracy_of,
     confusion,
     label_split,
     m1_features,
@@ -386,7 +387,7 @@ class Experiment:
             if row["valid_accuracy"] > state["best_valid"]:
                 counts = confusion(method.classify, data.test)
                 state |= {"best_valid": row["valid_accuracy"], "best_epoch": epoch,
-                          "test_at_best": int(counts.trace()) / int(counts.sum()),
+                          "test_at_best": accuracy_of(counts),
                           "test_confusion_at_best": counts.tolist()}
                 # the row of each new best holds its test accuracy: the selection at any
                 # shorter budget can be read back (:func:`best_within`)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyro
+import pyro.distributions as dist
 import torch
 from torch import nn
 
@@ -416,10 +417,11 @@ class SpecModel(LatentVariableModel):
     def _balance(self, name: str, weight: float, fn, like: torch.Tensor) -> None:
         """``weight * KL(q̄ || p)`` per datapoint, q̄ the batch's mean of ``fn``'s class
         probabilities and p the standard prior (:attr:`PosteriorSpec.balance_weight`)."""
-        q_bar = fn.probs.reshape(-1, fn.probs.shape[-1]).mean(0)
+        classes = fn.probs.shape[-1]
+        q_bar = dist.Categorical(probs=fn.probs.reshape(-1, classes).mean(0))
         prior = self._distribution(name, self.priors[name], {}, like)
-        log_p = prior.logits.reshape(-1, q_bar.shape[-1])[0].log_softmax(-1)
-        kl = (q_bar * (q_bar.clamp_min(1e-12).log() - log_p)).sum()
+        p = dist.Categorical(logits=prior.logits.reshape(-1, classes)[0])
+        kl = torch.distributions.kl_divergence(q_bar, p)
         # a guide factor enters the objective with a minus sign
         pyro.factor(f"balance_{name}", weight * kl.expand(like.shape[:1]), has_rsample=True)
 
