@@ -6,15 +6,19 @@ takes them over; q(y|x), trained on the unlabelled images towards the bound's po
 follows. The two matrices side by side tell that apart from a classifier that errs on its own.
 The newest checkpoint is the run's last epoch (only the newest is kept), not its best
 validation epoch; the runner's ``result.json`` holds the best epoch's q(y|x) matrix
-(``test_confusion``) for runs trained since it records one. Nothing is written.
+(``test_confusion``) for runs trained since it records one, and ``--recorded`` prints those
+instead (no checkpoint, data or model is read). Nothing is written.
 
     python benchmarks/confusion.py benchmarks/results/semisupervised-mnist-zkl-60 \\
         --runs m2-n100-seed1,m2-n100-seed2 --data-dir ../shared/data/mnist
+    python benchmarks/confusion.py benchmarks/results/semisupervised-mnist-balance-10-grid \\
+        --recorded
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -41,6 +45,35 @@ def markdown(counts: torch.Tensor) -> str:
     return "\n".join(lines)
 
 
+def show(name: str, epoch: int, matrices: dict[str, torch.Tensor], floor: float) -> None:
+    print(f"\n## {name}, epoch {epoch}\n")
+    for which, counts in matrices.items():
+        accuracy = accuracy_of(counts)
+        taken = ", ".join(f"{i}→{j} {100 * share:.1f}%" for i, j, share in shares(counts, floor))
+        print(f"{which}: accuracy {100 * accuracy:.2f}%; shares of a class given to "
+              f"another (≥ {100 * floor:.0f}%): {taken or 'none'}\n")
+        print(markdown(counts) + "\n")
+
+
+def recorded(folder: Path, runs: list[str] | None, floor: float) -> dict:
+    """The q(y|x) matrix each run's ``result.json`` kept from its best validation epoch."""
+    names = runs or sorted(d.name for d in (folder / "runs").iterdir()
+                           if (d / "result.json").is_file())
+    found = {}
+    for name in names:
+        path = folder / "runs" / name / "result.json"
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such file; give finished runs (--runs)")
+        result = json.loads(path.read_text())
+        if result.get("test_confusion") is None:
+            print(f"\n## {name}: its result.json has no test_confusion (trained before the "
+                  "runner recorded it); drop --recorded to score its checkpoint")
+            continue
+        found[name] = {"q(y|x)": torch.tensor(result["test_confusion"])}
+        show(name, result["best_epoch"], found[name], floor)
+    return found
+
+
 def report(folder: Path, runs: list[str] | None, data_dir: str | None, floor: float) -> dict:
     experiment = Experiment.from_folder(folder, data_dir)
     names = runs or sorted(d.name for d in (folder / "runs").iterdir()
@@ -58,14 +91,7 @@ def report(folder: Path, runs: list[str] | None, data_dir: str | None, floor: fl
         if isinstance(method, M2):  # the generative model scores what it observes
             test = method.data.test if method.on_m1_features else experiment.data().test
             matrices["generative"] = confusion(generative_classifier(method.module), test)
-        print(f"\n## {name}, epoch {epoch}\n")
-        for which, counts in matrices.items():
-            accuracy = accuracy_of(counts)
-            taken = ", ".join(f"{i}→{j} {100 * share:.1f}%"
-                              for i, j, share in shares(counts, floor))
-            print(f"{which}: accuracy {100 * accuracy:.2f}%; shares of a class given to "
-                  f"another (≥ {100 * floor:.0f}%): {taken or 'none'}\n")
-            print(markdown(counts) + "\n")
+        show(name, epoch, matrices, floor)
         found[name] = matrices
     return found
 
@@ -78,11 +104,17 @@ def main(argv=None) -> None:
     p.add_argument("--data-dir", help="where the dataset is (default: the folder's own)")
     p.add_argument("--floor", type=float, default=0.1,
                    help="list the cells holding at least this share of their class (0.1)")
+    p.add_argument("--recorded", action="store_true",
+                   help="print the q(y|x) matrix each run's result.json kept from its best "
+                   "validation epoch instead of scoring its newest checkpoint")
     args = p.parse_args(argv)
+    runs = [r for r in (args.runs or "").split(",") if r] or None
+    if args.recorded:
+        recorded(args.folder, runs, args.floor)
+        return
     torch.set_num_threads(1)
     torch.manual_seed(0)  # the generative classifier's ELBOs draw z
-    report(args.folder, [r for r in (args.runs or "").split(",") if r] or None, args.data_dir,
-           args.floor)
+    report(args.folder, runs, args.data_dir, args.floor)
 
 
 if __name__ == "__main__":

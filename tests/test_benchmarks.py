@@ -1,6 +1,7 @@
 """Every benchmark script runs with tiny settings; a new script must be listed here."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -124,7 +125,7 @@ def test_classify_from_rescores_every_pixel_space_run_both_ways(fashion_dir, tmp
 
 
 @pytest.mark.data
-def test_confusion_prints_each_runs_matrices_from_its_newest_checkpoint(fashion_dir, tmp_path):
+def test_confusion_prints_each_runs_matrices_from_a_checkpoint_or_its_record(fashion_dir, tmp_path):
     from aevb.experiments.semisupervised import Experiment, ExperimentConfig
 
     out = tmp_path / "ss"
@@ -145,6 +146,23 @@ def test_confusion_prints_each_runs_matrices_from_its_newest_checkpoint(fashion_
         assert matrix == result["test_confusion"] and sum(map(sum, matrix)) == 100
         assert f"q(y|x): accuracy {100 * result['final_test_accuracy']:.2f}%" in part
         assert ("generative: accuracy" in part) == name.startswith("m2")
+    assert before == sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file())
+    # --recorded prints the matrices the runs kept, and reads neither checkpoint nor data
+    for checkpoints in out.glob("runs/*/checkpoints"):
+        shutil.rmtree(checkpoints)
+    before = sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file())
+    text = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "confusion.py"), str(out), "--recorded",
+         "--data-dir", str(tmp_path / "absent")], cwd=ROOT,
+        capture_output=True, text=True, timeout=600, check=True).stdout
+    recorded = {part.split(",")[0]: part for part in text.split("\n## ")[1:]}
+    assert sorted(recorded) == sorted(sections)
+    for name, part in recorded.items():
+        result = json.loads((out / "runs" / name / "result.json").read_text())
+        assert part.startswith(f"{name}, epoch {result['best_epoch']}\n")
+        matrix = [[int(v) for v in line.strip(" |").split(" | ")[1:]] for line in part.splitlines()
+                  if line.startswith("| **")]
+        assert matrix == result["test_confusion"] and "generative" not in part
     assert before == sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file())
 
 
