@@ -45,6 +45,11 @@ def markdown(counts: torch.Tensor) -> str:
     return "\n".join(lines)
 
 
+def run_names(folder: Path, holding: str) -> list[str]:
+    """The folder's runs that hold ``holding`` (a file or a folder), by name."""
+    return sorted(d.name for d in (folder / "runs").iterdir() if (d / holding).exists())
+
+
 def show(name: str, epoch: int, matrices: dict[str, torch.Tensor], floor: float) -> None:
     print(f"\n## {name}, epoch {epoch}\n")
     for which, counts in matrices.items():
@@ -57,8 +62,7 @@ def show(name: str, epoch: int, matrices: dict[str, torch.Tensor], floor: float)
 
 def recorded(folder: Path, runs: list[str] | None, floor: float) -> dict:
     """The q(y|x) matrix each run's ``result.json`` kept from its best validation epoch."""
-    names = runs or sorted(d.name for d in (folder / "runs").iterdir()
-                           if (d / "result.json").is_file())
+    names = runs or run_names(folder, "result.json")
     found = {}
     for name in names:
         path = folder / "runs" / name / "result.json"
@@ -76,8 +80,7 @@ def recorded(folder: Path, runs: list[str] | None, floor: float) -> dict:
 
 def report(folder: Path, runs: list[str] | None, data_dir: str | None, floor: float) -> dict:
     experiment = Experiment.from_folder(folder, data_dir)
-    names = runs or sorted(d.name for d in (folder / "runs").iterdir()
-                           if (d / "checkpoints").is_dir())
+    names = runs or run_names(folder, "checkpoints")
     found = {}
     for name in names:
         method_name, labels, seed = name.split("-")
