@@ -3,6 +3,7 @@
 import contextlib
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -479,6 +480,21 @@ def test_z_kl_weight_follows_the_epochs_across_a_resume(fashion_dir, tmp_path):
     with pytest.raises(RunDirError, match=r"\(z_kl_start differ\)"):
         Experiment(tiny(epochs=3, **(cfg | {"z_kl_start": 5.0})), tmp_path,
                    progress=False).run_all()
+
+
+@pytest.mark.data
+def test_more_epochs_for_a_run_without_its_checkpoint_is_refused_before_anything_is_written(
+        fashion_dir, tmp_path):
+    cfg = dict(data_dir=str(fashion_dir), labels=[20], seeds=1, methods=["baseline"])
+    Experiment(tiny(epochs=1, **cfg), tmp_path, progress=False).run_all()
+    run_dir = tmp_path / "runs" / "baseline-n20-seed0"
+    shutil.rmtree(run_dir / "checkpoints")  # as in a fresh clone, which does not hold them
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(RunDirError, match=r"finished at 1 epochs and holds no checkpoint .* "
+                                          r"--epochs 1 to read it back"):
+        Experiment(tiny(epochs=2, **cfg), tmp_path, progress=False).run_all()
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert Experiment(tiny(epochs=1, **cfg), tmp_path, progress=False).run_all()  # reads back
 
 
 @pytest.mark.data

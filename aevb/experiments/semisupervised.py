@@ -272,9 +272,25 @@ class Experiment:
                 raise RunDirError(f"{self.out} holds an experiment with other settings "
                                   f"({', '.join(diff)} differ); restart it with the same arguments "
                                   f"or choose another --out")
+            self.check_runs_can_go_on()
         self.cfg.classify_from = self.cfg.resolved_classify_from
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(settings, json.dumps(asdict(self.cfg), indent=2) + "\n")
+
+    def check_runs_can_go_on(self) -> None:
+        """A finished run given more epochs goes on from its checkpoint; where that checkpoint
+        is gone (a fresh clone does not hold them), it would start again from epoch 0 and
+        overwrite its record, so it is an error, said before anything is written."""
+        for method_name, labels, seed in self.cfg.runs():
+            run_dir = self.run_dir(method_name, labels, seed)
+            result_path = run_dir / "result.json"
+            if not result_path.is_file() or list_checkpoints(run_dir):
+                continue
+            done = json.loads(result_path.read_text())["epochs"]
+            if done < self.cfg.epochs:
+                raise RunDirError(f"{run_dir} finished at {done} epochs and holds no checkpoint "
+                                  f"to go on from to {self.cfg.epochs}; give --epochs {done} to "
+                                  f"read it back, or another --out to train anew")
 
     def data(self):
         if self._data is None:
