@@ -3,9 +3,11 @@
 #   make test    install aevb with its dev tools and run the test suite
 #   make docs    build the documentation site (docs/_build/html), warnings as errors
 # VENV picks the virtual environment (default .venv); ARGS are extra `aevb train` arguments.
+# TEST_WORKERS: pytest-xdist processes for `make test` (default: one per core; 0 runs serially).
 
 VENV ?= .venv
 PYTHON ?= python3
+TEST_WORKERS ?= auto
 PY := $(VENV)/bin/python
 
 .PHONY: install install-dev data train test lint docs
@@ -26,7 +28,7 @@ train: install data
 	$(VENV)/bin/aevb train --config vae_fashion $(ARGS)
 
 test: install-dev data
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 docs: install-dev data
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html

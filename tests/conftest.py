@@ -52,9 +52,12 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_sessionfinish(session):
-    """With ``AEVB_FAULT_REPORT=FILE``, write the table of faults tried and how each ended."""
+    """With ``AEVB_FAULT_REPORT=FILE``, write the table of faults tried and how each ended.
+
+    Under pytest-xdist (``make test``) each worker sees only its own tests' reports; the
+    controller sees them all, so only it writes."""
     out = os.environ.get("AEVB_FAULT_REPORT")
-    if not out or not _FAULTS:
+    if not out or not _FAULTS or hasattr(session.config, "workerinput"):
         return
     import platform
     from datetime import date
