@@ -1,4 +1,7 @@
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pyro
@@ -6,6 +9,15 @@ import pytest
 import torch
 
 from aevb.data.idx import SYSTEM_ROOT
+
+# Each test process (the serial run, or each pytest-xdist worker of ``make test``) keeps its
+# temporary files, and so aevb's thread budget (aevb.inference.threads.default_folder), to
+# itself and the subprocesses its tests start. A worker beside it, or the user's own aevb jobs,
+# would otherwise change a run's threads mid-way, and two runs that a test compares bit for bit
+# would differ in their last digits.
+_TMP = tempfile.mkdtemp(prefix="aevb-tests-")
+os.environ["TMPDIR"] = tempfile.tempdir = _TMP
+atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
 
 FASHION = SYSTEM_ROOT / "fashion-mnist"
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
