@@ -3,7 +3,8 @@
 #   make test    install aevb with its dev tools and run the test suite
 #   make docs    build the documentation site (docs/_build/html), warnings as errors
 # VENV picks the virtual environment (default .venv); ARGS are extra `aevb train` arguments.
-# TEST_WORKERS: pytest-xdist processes for `make test` (default: one per core; 0 runs serially).
+# TEST_WORKERS: pytest-xdist processes for `make test` (default: one per core, each on its share
+# of the threads; 0 runs serially).
 
 VENV ?= .venv
 PYTHON ?= python3

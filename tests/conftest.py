@@ -19,6 +19,16 @@ _TMP = tempfile.mkdtemp(prefix="aevb-tests-")
 os.environ["TMPDIR"] = tempfile.tempdir = _TMP
 atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
 
+# Under pytest-xdist each worker takes its share of the cores, cores // workers threads (at
+# least one), and passes it to the subprocesses its tests start: two workers of two threads
+# each, on two cores, spin against each other in OpenMP's barriers and run slower together
+# than one worker alone (docs/performance.md, "The test suite").
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+if _WORKERS > 1 and not os.environ.get("OMP_NUM_THREADS"):
+    _THREADS = max(1, len(os.sched_getaffinity(0)) // _WORKERS)
+    os.environ["OMP_NUM_THREADS"] = str(_THREADS)
+    torch.set_num_threads(_THREADS)
+
 FASHION = SYSTEM_ROOT / "fashion-mnist"
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 

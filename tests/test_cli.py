@@ -84,6 +84,23 @@ def test_experiment_semisupervised(fashion_dir, tmp_path, capsys):
     assert main(["experiment", "semisupervised", "--labels", "2x"]) == 2
 
 
+def test_experiment_options_default_to_the_config_and_its_help_says_them(capsys):
+    from aevb.cli import experiment_config
+    from aevb.experiments.semisupervised import ExperimentConfig
+
+    parse = build_parser().parse_args
+    assert experiment_config(parse(["experiment", "semisupervised"])) == ExperimentConfig()
+    cfg = experiment_config(parse(["experiment", "semisupervised", "--labels", "100,600",
+                                   "--alpha", "1", "--methods", "m2,baseline"]))
+    assert (cfg.labels, cfg.alpha, cfg.methods) == ([100, 600], 1.0, ["m2", "baseline"])
+    assert cfg.y_balance == ExperimentConfig.y_balance  # not given: the config's own
+    with pytest.raises(SystemExit):
+        parse(["experiment", "semisupervised", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"(default {ExperimentConfig.alpha})" in shown
+    assert "(default 100,600,1000,3000)" in shown
+
+
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert main(["train", "--run-dir", str(tmp_path / "r"), "elbo=nope"]) == 2
     err = capsys.readouterr().err
