@@ -19,6 +19,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -62,6 +63,25 @@ def _positive_float(text: str) -> float:
     if value == 0:
         raise argparse.ArgumentTypeError("must be > 0, got 0")
     return value
+
+
+class _ExperimentHelp(argparse.HelpFormatter):
+    """``aevb experiment semisupervised --help``: each option's default is
+    :class:`~aevb.experiments.semisupervised.ExperimentConfig`'s own, read when the help is
+    printed (building the parser imports no experiment)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is not argparse.SUPPRESS or "default" in text:
+            return text
+        from aevb.experiments.semisupervised import ExperimentConfig
+
+        value = getattr(ExperimentConfig(), action.dest, None)
+        if value is None:
+            return text
+        if isinstance(value, list):
+            value = ",".join(map(str, value))
+        return f"{text} (default {value})"
 
 
 def _launch(nproc: int, argv: list[str]) -> int:
@@ -258,29 +278,33 @@ def _sample(args) -> int:
     return 0
 
 
-def _experiment(args) -> int:
-    from aevb.experiments.semisupervised import Experiment, ExperimentConfig
+def experiment_config(args):
+    """The :class:`~aevb.experiments.semisupervised.ExperimentConfig` of ``aevb experiment
+    semisupervised``: the options given on the command line, the config's defaults for the
+    rest."""
+    from dataclasses import fields
 
-    def ints(text: str) -> list[int]:
+    from aevb.experiments.semisupervised import ExperimentConfig
+
+    given = {f.name: getattr(args, f.name) for f in fields(ExperimentConfig)
+             if hasattr(args, f.name)}
+    if "labels" in given:
         try:
-            return [int(v) for v in text.split(",") if v]
+            given["labels"] = [int(v) for v in given["labels"].split(",") if v]
         except ValueError:
-            raise AevbError(f"--labels {text!r}: give comma-separated integers, e.g. 100,1000") \
-                from None
+            raise AevbError(f"--labels {given['labels']!r}: give comma-separated integers, "
+                            f"e.g. 100,1000") from None
+    if "methods" in given:
+        given["methods"] = [m for m in given["methods"].split(",") if m]
+    return ExperimentConfig(**given)
 
-    cfg = ExperimentConfig(
-        dataset=args.dataset, labels=ints(args.labels), seeds=args.seeds, epochs=args.epochs,
-        methods=[m for m in args.methods.split(",") if m], batch_size=args.batch_size, lr=args.lr,
-        alpha=args.alpha, labelled_weight=args.labelled_weight,
-        labelled_batches=args.labelled_batches, m1_epochs=args.m1_epochs,
-        z_kl_start=args.z_kl_start, z_kl_epochs=args.z_kl_epochs,
-        weight_prior=args.weight_prior, init_sd=args.init_sd, elbo=args.elbo,
-        y_balance=args.y_balance, binarization=args.binarization, classify_from=args.classify_from,
-        train_size=args.train_size, test_size=args.test_size,
-        diagnostics_every=args.diagnostics_every, data_dir=args.data_dir,
-        device=args.device or "auto")
-    out = Path(args.out or f"results/semisupervised-{args.dataset}")
-    executor = _executor(args, cuda=(args.device or "auto") != "cpu")
+
+def _experiment(args) -> int:
+    from aevb.experiments.semisupervised import Experiment
+
+    cfg = experiment_config(args)
+    out = Path(args.out or f"results/semisupervised-{cfg.dataset}")
+    executor = _executor(args, cuda=cfg.device != "cpu")
     rows = Experiment(cfg, out, progress=not args.no_progress).run_all(executor)
     print((out / "results.md").read_text(), end="")
     print(out)
@@ -553,55 +577,57 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("experiment", help="multi-run experiments with results tables")
     xs = x.add_subparsers(dest="experiment", required=True)
     ss = xs.add_parser("semisupervised", help="M2, M1+M2 and a supervised baseline over label "
-                                              "counts and seeds (Kingma et al. 2014)")
-    ss.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist or mnist")
-    ss.add_argument("--labels", default="100,600,1000,3000", help="labelled images, comma-separated")
-    ss.add_argument("--seeds", type=positive, default=3, help="seeds per (method, labels)")
-    ss.add_argument("--epochs", type=positive, default=10)
-    ss.add_argument("--methods", default="m2,m1m2,baseline")
-    ss.add_argument("--batch-size", type=positive, default=128)
-    ss.add_argument("--lr", type=_positive_float, default=1e-3)
-    ss.add_argument("--alpha", type=fraction_or_more, default=0.1, help="classification weight, times N")
-    ss.add_argument("--labelled-weight", default="paper", choices=["paper", "balanced"],
-                    help="labelled images' weight in the generative term: paper (N_labelled, eq. "
-                    "9) or balanced (as if replicated to the unlabelled set's size)")
-    ss.add_argument("--labelled-batches", default="every-step",
-                    choices=["every-step", "once-per-epoch"],
-                    help="a labelled batch with every unlabelled one (recycling the labelled set),"
-                    " or each labelled image once per epoch, spread over the epoch and scaled so "
-                    "an epoch's expected objective is the same (Pyro's ss_vae_M2)")
-    ss.add_argument("--m1-epochs", type=positive, help="epochs of M1 (default: --epochs)")
-    ss.add_argument("--z-kl-start", type=_positive_float, default=1.0,
-                    help="M2's weight on KL(q(z|x,y) || p(z)) at the start; above 1 the class is "
-                    "cheaper in y than in z while it falls to 1 (the paper's objective)")
-    ss.add_argument("--z-kl-epochs", type=fraction_or_more, default=0.0,
-                    help="epochs over which that weight falls linearly to 1")
-    ss.add_argument("--weight-prior", type=fraction_or_more, default=0.0, metavar="LAMBDA",
-                    help="an N(0, I/LAMBDA) prior on every parameter of each method (Kingma et "
-                    "al.'s code: 1; default 0, none)")
-    ss.add_argument("--y-balance", type=fraction_or_more, default=0.0, metavar="WEIGHT",
-                    help="M2: subtract WEIGHT * KL(mean q(y|x) || p(y)) per unlabelled image, "
-                    "the batch's mean, so that no class's decoder takes over another's images "
-                    "(default 0: the paper's objective)")
-    ss.add_argument("--init-sd", type=_positive_float, help="draw every parameter from N(0, "
-                    "INIT_SD^2) (Kingma et al.'s code: 1e-3; default torch's initialization)")
-    ss.add_argument("--elbo", default="elbo", choices=["elbo", "meanfield"],
-                    help="M2's bound, y summed out: KL(q(z|x,y) || p(z)) at the sampled z "
-                    "(elbo, Pyro's TraceEnum_ELBO) or in closed form (meanfield, Kingma et al.'s "
-                    "code)")
-    ss.add_argument("--binarization", default="dynamic", choices=["dynamic", "static", "none"])
-    ss.add_argument("--classify-from", choices=["grayscale", "binarized"],
-                    help="under dynamic binarization, classify validation and test images from "
-                    "their grey levels (as Kingma et al.'s code and Pyro's example) or from one "
-                    "fixed binarization of each (default: grayscale in a new --out, the "
-                    "folder's own in an existing one)")
-    ss.add_argument("--train-size", type=positive, help="first n training images only (quick runs)")
-    ss.add_argument("--test-size", type=positive, help="first n validation and test images only")
-    ss.add_argument("--diagnostics-every", type=positive, default=1, metavar="EPOCHS",
-                    help="measure M2's generative classifier on the validation set every EPOCHS "
-                    "epochs and at the last (default 1; it does not change the training)")
-    ss.add_argument("--data-dir")
-    ss.add_argument("--device")
+                                              "counts and seeds (Kingma et al. 2014)",
+                       formatter_class=_ExperimentHelp)
+    # ExperimentConfig's fields: their defaults are its own (a default here would repeat it)
+    option = functools.partial(ss.add_argument, default=argparse.SUPPRESS)
+    option("--dataset", help="fashion-mnist or mnist")
+    option("--labels", help="labelled images, comma-separated")
+    option("--seeds", type=positive, help="seeds per (method, labels)")
+    option("--epochs", type=positive, help="training epochs of every run")
+    option("--methods", help="comma-separated: m2, m1m2, baseline")
+    option("--batch-size", type=positive, help="unlabelled images per step")
+    option("--lr", type=_positive_float, help="Adam's step size")
+    option("--alpha", type=fraction_or_more, help="classification weight, times N")
+    option("--labelled-weight", choices=["paper", "balanced"],
+           help="labelled images' weight in the generative term: paper (N_labelled, eq. 9) or "
+           "balanced (as if replicated to the unlabelled set's size)")
+    option("--labelled-batches", choices=["every-step", "once-per-epoch"],
+           help="a labelled batch with every unlabelled one (recycling the labelled set), or "
+           "each labelled image once per epoch, spread over the epoch and scaled so an epoch's "
+           "expected objective is the same (Pyro's ss_vae_M2)")
+    option("--m1-epochs", type=positive, help="epochs of M1 (default: --epochs)")
+    option("--z-kl-start", type=_positive_float,
+           help="M2's weight on KL(q(z|x,y) || p(z)) at the start; above 1 the class is "
+           "cheaper in y than in z while it falls to 1 (the paper's objective)")
+    option("--z-kl-epochs", type=fraction_or_more,
+           help="epochs over which that weight falls linearly to 1")
+    option("--weight-prior", type=fraction_or_more, metavar="LAMBDA",
+           help="an N(0, I/LAMBDA) prior on every parameter of each method (Kingma et al.'s "
+           "code: 1; 0: none)")
+    option("--y-balance", type=fraction_or_more, metavar="WEIGHT",
+           help="M2: subtract WEIGHT * KL(mean q(y|x) || p(y)) per unlabelled image, the "
+           "batch's mean, so that no class's decoder takes over another's images (0: the "
+           "paper's objective)")
+    option("--init-sd", type=_positive_float, help="draw every parameter from N(0, INIT_SD^2) "
+           "(Kingma et al.'s code: 1e-3; default torch's initialization)")
+    option("--elbo", choices=["elbo", "meanfield"],
+           help="M2's bound, y summed out: KL(q(z|x,y) || p(z)) at the sampled z (elbo, "
+           "Pyro's TraceEnum_ELBO) or in closed form (meanfield, Kingma et al.'s code)")
+    option("--binarization", choices=["dynamic", "static", "none"],
+           help="of the training images")
+    option("--classify-from", choices=["grayscale", "binarized"],
+           help="under dynamic binarization, classify validation and test images from their "
+           "grey levels (as Kingma et al.'s code and Pyro's example) or from one fixed "
+           "binarization of each (default: grayscale in a new --out, the folder's own in an "
+           "existing one)")
+    option("--train-size", type=positive, help="first n training images only (quick runs)")
+    option("--test-size", type=positive, help="first n validation and test images only")
+    option("--diagnostics-every", type=positive, metavar="EPOCHS",
+           help="measure M2's generative classifier on the validation set every EPOCHS epochs "
+           "and at the last (it does not change the training)")
+    option("--data-dir", help="the dataset's folder (default: downloaded, or the system's)")
+    option("--device", help="cpu, cuda, cuda:N")
     ss.add_argument("--out", help="results folder (default results/semisupervised-DATASET)")
     ss.add_argument("--no-progress", action="store_true")
     _executor_options(ss)
