@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from aevb.data.idx import SYSTEM_ROOT
+from aevb.inference.threads import _cores
 
 # Each test process (the serial run, or each pytest-xdist worker of ``make test``) keeps its
 # temporary files, and so aevb's thread budget (aevb.inference.threads.default_folder), to
@@ -25,7 +26,7 @@ atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
 # than one worker alone (docs/performance.md, "The test suite").
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
 if _WORKERS > 1 and not os.environ.get("OMP_NUM_THREADS"):
-    _THREADS = max(1, len(os.sched_getaffinity(0)) // _WORKERS)
+    _THREADS = max(1, _cores() // _WORKERS)
     os.environ["OMP_NUM_THREADS"] = str(_THREADS)
     torch.set_num_threads(_THREADS)
 
