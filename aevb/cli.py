@@ -65,7 +65,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
-class _ExperimentHelp(argparse.HelpFormatter):
+SEMISUPERVISED_SETTINGS = """\
+The defaults are the paper's objective (eq. 9, alpha = 0.1 N). The settings of
+aevb's MNIST tables, the same for every label count (docs/results/semisupervised-mnist.md):
+  --labelled-weight balanced --alpha 1.0 --z-kl-start 10 --z-kl-epochs 10 --y-balance 10"""
+
+
+class _ExperimentHelp(argparse.RawDescriptionHelpFormatter):
     """``aevb experiment semisupervised --help``: each option's default is
     :class:`~aevb.experiments.semisupervised.ExperimentConfig`'s own, read when the help is
     printed (building the parser imports no experiment)."""
@@ -578,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     xs = x.add_subparsers(dest="experiment", required=True)
     ss = xs.add_parser("semisupervised", help="M2, M1+M2 and a supervised baseline over label "
                                               "counts and seeds (Kingma et al. 2014)",
-                       formatter_class=_ExperimentHelp)
+                       formatter_class=_ExperimentHelp, epilog=SEMISUPERVISED_SETTINGS)
     # ExperimentConfig's fields: their defaults are its own (a default here would repeat it)
     option = functools.partial(ss.add_argument, default=argparse.SUPPRESS)
     option("--dataset", help="fashion-mnist or mnist")

@@ -99,6 +99,11 @@ def test_experiment_options_default_to_the_config_and_its_help_says_them(capsys)
     shown = " ".join(capsys.readouterr().out.split())
     assert f"(default {ExperimentConfig.alpha})" in shown
     assert "(default 100,600,1000,3000)" in shown
+    # the settings of the MNIST tables, as the help's last lines name them, are its own options
+    settings = shown.rsplit("--labelled-weight", 1)[1].split()
+    cfg = experiment_config(parse(["experiment", "semisupervised", "--labelled-weight", *settings]))
+    assert (cfg.labelled_weight, cfg.alpha, cfg.z_kl_start, cfg.z_kl_epochs, cfg.y_balance) == (
+        "balanced", 1.0, 10.0, 10.0, 10.0)
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
