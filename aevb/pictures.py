@@ -15,11 +15,19 @@ from aevb.models.base import call_with_labels  # noqa: E402
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
-    """Save images as one grid PNG with ``nrow`` images per row."""
+    """Save images as one grid with ``nrow`` images per row, in the format its suffix names (PNG
+    where PIL knows none), written atomically, its folder made if missing, as every file aevb
+    writes."""
+    from PIL import Image
     from torchvision.utils import save_image  # here: torchvision's import costs seconds
 
-    save_image(images.detach().float().clamp(0, 1).cpu(), str(path), nrow=nrow, padding=2,
-               pad_value=1.0)
+    from aevb.inference.training.checkpoint import atomic_write_bytes
+
+    path = Path(path)
+    kind = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    grid = images.detach().float().clamp(0, 1).cpu()
+    atomic_write_bytes(path, lambda f: save_image(grid, f, format=kind, nrow=nrow, padding=2,
+                                                  pad_value=1.0))
 
 
 @torch.no_grad()

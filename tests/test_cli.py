@@ -43,6 +43,10 @@ def test_train_evaluate_sample_and_resume(fashion_dir, tmp_path, capsys):
     assert json.loads((tmp_path / "ev1.json").read_text())["epochs_trained"] == 1
     assert main(["sample", str(run), "-n", "16", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").stat().st_size > 0
+    # a picture's folder is made if missing, and its suffix names its format
+    assert main(["sample", str(run), "-n", "4", "--out", str(tmp_path / "new" / "s.jpg")]) == 0
+    with Image.open(tmp_path / "new" / "s.jpg") as im:
+        assert im.format == "JPEG" and not list((tmp_path / "new").glob(".*"))
     for extra in ([], ["--slerp"]):
         assert main(["interpolate", str(run), "--pair", "3,17", "--steps", "5", *extra]) == 0
     for name in ("interpolation-3-17-linear.png", "interpolation-3-17-slerp.png"):
