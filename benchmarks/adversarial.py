@@ -101,11 +101,11 @@ def picture(runs: dict, images: int, path: Path) -> None:
     for i, (name, run) in enumerate(runs.items()):
         x, y = run.data.test.x[:images], run.data.test.y
         with torch.no_grad():
-            z = run.model.encode(x).reshape(len(x), -1).cpu()
+            z = run.model.encode(x).reshape(len(x), -1).cpu().numpy()
             torch.manual_seed(0)
             decoded = run.model.generate(64).cpu().clamp(0, 1)
         ax = axes[0, i]
-        ax.scatter(z[:, 0], z[:, 1], c=None if y is None else y[:images].cpu(), cmap="tab10",
+        ax.scatter(z[:, 0], z[:, 1], c=None if y is None else y[:images].cpu().numpy(), cmap="tab10",
                    s=2, alpha=0.6)
         for radius in (1, 2):
             ax.add_patch(plt.Circle((0, 0), radius, fill=False, ls="--", lw=0.8, color="k"))
@@ -113,7 +113,7 @@ def picture(runs: dict, images: int, path: Path) -> None:
         ax.set_ylim(-4, 4)
         ax.set_aspect("equal")
         ax.set_title(name)
-        axes[1, i].imshow(make_grid(decoded, nrow=8, pad_value=1.0).permute(1, 2, 0))
+        axes[1, i].imshow(make_grid(decoded, nrow=8, pad_value=1.0).permute(1, 2, 0).numpy())
         axes[1, i].axis("off")
     axes[0, 0].set_ylabel("posterior means (circles: 1 and 2 sd of p(z))")
     axes[1, 0].set_title("decoded prior draws", loc="left")

@@ -341,12 +341,19 @@ def test_benchmark_runs(script, fashion_dir, tmp_path):
         assert " ± " in lines[1] and "| 4/4 |" in lines[1]
 
 
+# the scripts that time processes against each other, start their own (torchrun, executors'
+# workers) or spend a budget of threads run as scripts; the others through their main
+OWN_PROCESS = {"throughput.py", "scaling.py", "contention.py", "kingma_welling.py", "sweep.py"}
+
+
 def run_script(script, fashion_dir, tmp_path, *extra, check=True):
     args = [a.replace("{tmp}", str(tmp_path)) for a in SMOKE_ARGS[script]]
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), *args, *extra,
-         "--data-dir", str(fashion_dir)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    args += [*extra, "--data-dir", str(fashion_dir)]
+    if script in OWN_PROCESS:
+        out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
+                             cwd=ROOT, capture_output=True, text=True, timeout=600)
+    else:
+        out = in_process(script, *args)
     if check:
         assert out.returncode == 0, out.stderr[-2000:]
     return out
@@ -357,17 +364,18 @@ def in_process(script: str, *args) -> subprocess.CompletedProcess:
     answered as :func:`subprocess.run` answers (a refusal's ``SystemExit`` is its return code):
     the test is spared a fresh interpreter's imports, about ten seconds each. As when run as a
     script, ``benchmarks/`` is first on the import path (the scripts import their siblings);
-    the path and the process's torch threads are restored after."""
+    the path, the module table and the process's torch threads are restored after."""
     argv, code = [str(a) for a in args], 0
     threads, stdout, stderr = torch.get_num_threads(), io.StringIO(), io.StringIO()
+    name = f"benchmark_{Path(script).stem}"
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        spec = importlib.util.spec_from_file_location(f"benchmark_{Path(script).stem}",
-                                                      ROOT / "benchmarks" / script)
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / script)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # as a script's __main__ is (dataclasses look it up)
         spec.loader.exec_module(module)
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            module.main(argv)
+            code = module.main(argv) or 0
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
         if not isinstance(exit_.code, int | None):
@@ -375,6 +383,7 @@ def in_process(script: str, *args) -> subprocess.CompletedProcess:
     finally:
         torch.set_num_threads(threads)
         sys.path.remove(str(ROOT / "benchmarks"))
+        sys.modules.pop(name, None)
     return subprocess.CompletedProcess([script, *argv], code or 0, stdout.getvalue(),
                                        stderr.getvalue())
 
