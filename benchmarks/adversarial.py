@@ -105,8 +105,8 @@ def picture(runs: dict, images: int, path: Path) -> None:
             torch.manual_seed(0)
             decoded = run.model.generate(64).cpu().clamp(0, 1)
         ax = axes[0, i]
-        ax.scatter(z[:, 0], z[:, 1], c=None if y is None else y[:images].cpu().numpy(), cmap="tab10",
-                   s=2, alpha=0.6)
+        colours = None if y is None else y[:images].cpu().numpy()
+        ax.scatter(z[:, 0], z[:, 1], c=colours, cmap="tab10", s=2, alpha=0.6)
         for radius in (1, 2):
             ax.add_patch(plt.Circle((0, 0), radius, fill=False, ls="--", lw=0.8, color="k"))
         ax.set_xlim(-4, 4)

@@ -376,15 +376,15 @@ def in_process(script: str, *args) -> subprocess.CompletedProcess:
         spec.loader.exec_module(module)
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             code = module.main(argv) or 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-        if not isinstance(exit_.code, int | None):
+    except SystemExit as exit_:  # as the interpreter reads it: None is 0, a message is 1
+        code = exit_.code or 0 if isinstance(exit_.code, int | None) else 1
+        if code == 1 and not isinstance(exit_.code, int):
             stderr.write(f"{exit_.code}\n")
     finally:
         torch.set_num_threads(threads)
         sys.path.remove(str(ROOT / "benchmarks"))
         sys.modules.pop(name, None)
-    return subprocess.CompletedProcess([script, *argv], code or 0, stdout.getvalue(),
+    return subprocess.CompletedProcess([script, *argv], code, stdout.getvalue(),
                                        stderr.getvalue())
 
 
