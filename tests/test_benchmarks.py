@@ -376,9 +376,11 @@ def in_process(script: str, *args) -> subprocess.CompletedProcess:
         spec.loader.exec_module(module)
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             code = module.main(argv) or 0
-    except SystemExit as exit_:  # as the interpreter reads it: None is 0, a message is 1
-        code = exit_.code or 0 if isinstance(exit_.code, int | None) else 1
-        if code == 1 and not isinstance(exit_.code, int):
+    except SystemExit as exit_:  # as the interpreter reads it
+        if isinstance(exit_.code, int | None):  # None is 0
+            code = exit_.code or 0
+        else:  # a message: printed, and the exit code is 1
+            code = 1
             stderr.write(f"{exit_.code}\n")
     finally:
         torch.set_num_threads(threads)
